@@ -1,0 +1,42 @@
+"""`nestkit describe KIND NAME`: a component's fields with types, defaults and descriptions."""
+
+from __future__ import annotations
+
+import typer
+from pydantic_core import PydanticUndefined
+
+from nestkit.cli.common import loaded_registry
+from nestkit.errors import RecipeError, did_you_mean
+
+
+def _type_name(annotation: object) -> str:
+    text = getattr(annotation, "__name__", None) if not hasattr(annotation, "__args__") else None
+    return text or str(annotation).replace("typing.", "")
+
+
+def describe(
+    kind: str = typer.Argument(..., help="Component kind, e.g. encoder."),
+    name: str = typer.Argument(..., help="Component name, e.g. fast_conformer (or provider:name)."),
+) -> None:
+    """Show a component's recipe fields.
+
+    Example:
+
+        nestkit describe encoder fast_conformer
+    """
+    registry = loaded_registry()
+    if kind not in registry.kinds():
+        raise RecipeError(f"unknown kind '{kind}'{did_you_mean(kind, registry.kinds())}")
+    component = registry.get(kind, name)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{kind} {component.name} — {component.summary}", caption=f"provider: {component.provider} {component.version}")
+    for column in ("field", "type", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for fname, info in component.config.model_fields.items():
+        default = "(required)" if info.default is PydanticUndefined and info.default_factory is None else repr(
+            info.get_default(call_default_factory=True)
+        )
+        table.add_row(fname, _type_name(info.annotation), default, info.description or "")
+    Console(width=160).print(table)

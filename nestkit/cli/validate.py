@@ -1,0 +1,41 @@
+"""`nestkit validate RECIPE [OVERRIDES...]`: check a recipe fully before anything heavy runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from nestkit.cli.common import loaded_registry
+
+
+def validate(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    overrides: list[str] | None = typer.Argument(None, help="dotted.key=value overrides."),
+    params: bool = typer.Option(True, "--params/--no-params", help="Build the model and count its parameters."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the resolved recipe."),
+) -> None:
+    """Validate a recipe, print it resolved, and count the model's parameters per module.
+
+    Examples:
+
+        nestkit validate recipes/nest_fast_conformer.yaml
+
+        nestkit validate recipes/nest_demo.yaml model.encoder.n_layers=4 trainer.max_steps=100
+    """
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from nestkit.recipe import load_recipe
+
+    console = Console()
+    resolved = load_recipe(recipe, overrides or (), registry=loaded_registry())
+    if not quiet:
+        console.print(Syntax(resolved.to_yaml(), "yaml", theme="ansi_dark", background_color="default"))
+    if params:
+        from nestkit import build_model
+        from nestkit.summary import parameter_table
+
+        model = build_model(resolved)
+        console.print(parameter_table(model))
+    console.print(f"[green]ok[/green] {recipe}")

@@ -1,0 +1,40 @@
+"""The ``model.train_ds`` / ``model.validation_ds`` sections (NeMo's key names plus ours)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatasetConfig(BaseModel):
+    """One data split: manifests, noise, batching and augmentation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest_filepath: str | list[str] | None = Field(None, description="NeMo JSON-lines manifest(s); null: the bundled demo data")
+    noise_manifest: str | list[str] | None = Field(None, description="manifest of noise clips (null: no noise)")
+    sample_rate: int = Field(16000, gt=0)
+    batch_size: int = Field(8, ge=1, description="utterances per batch (plain sampler)")
+    batch_duration: float | None = Field(None, gt=0, description="seconds of audio per batch: enables the duration-bucketed sampler")
+    num_buckets: int = Field(10, ge=1, description="duration buckets of the bucketed sampler")
+    shuffle: bool = True
+    num_workers: int = Field(0, ge=0)
+    pin_memory: bool = False
+    max_duration: float | None = Field(None, gt=0)
+    min_duration: float | None = Field(None, ge=0)
+    drop_last: bool = False
+    min_audio_len_secs: float = Field(0.0, ge=0, description="shorter utterances are padded up to this")
+    pad_audio_mode: Literal["repeat", "zero"] = "repeat"
+    channel_selector: int | None = Field(None, ge=0, description="pick one channel instead of down-mixing")
+    is_tarred: bool = False
+    tarred_audio_filepaths: str | list[str] | None = None
+    shuffle_n: int = Field(2048, ge=0, description="shuffle buffer of tarred datasets")
+    noise_pool_seconds: float = Field(600.0, ge=0, description="decoded noise kept in memory")
+    batch_augmentor: dict[str, Any] | None = Field(
+        None, description="an augmentor section (name: ...)", json_schema_extra={"nestkit_kind": "augmentor"}
+    )
+    augment_on_device: bool = Field(False, description="run the batch augmentor on the training device instead of in the loader")
+    max_skipped_items: int | None = Field(None, ge=0, description="fail when more items than this are unusable (null: never)")
+    use_start_end_token: bool = False
+    trim_silence: bool = False

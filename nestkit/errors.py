@@ -1,0 +1,42 @@
+"""User-facing errors: one line each, naming the file, the key or the line."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class NestkitError(Exception):
+    """An error caused by the user's input; the CLI prints it as one line and exits with 2."""
+
+    exit_code = 2
+
+
+class RecipeError(NestkitError):
+    """A recipe problem at a dotted key (``model.encoder.n_heads``) of a file."""
+
+    def __init__(self, message: str, key: str = "", file: str = "") -> None:
+        self.message, self.key, self.file = message, key, file
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = ": ".join(part for part in (self.file, self.key) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+    def at(self, file: str) -> RecipeError:
+        """The same error, attributed to a recipe file."""
+        return RecipeError(self.message, self.key, self.file or file)
+
+
+class DataError(NestkitError):
+    """Unusable training data (missing manifest, no usable item, wrong sample rate)."""
+
+
+class CheckpointError(NestkitError):
+    """A checkpoint that cannot be read or written."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`; did you mean 'x'?` when a close match exists, else an empty string."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""

@@ -1,0 +1,33 @@
+"""The extension points of nestkit.
+
+A plugin is a module (or object) exposed under the Python entry-point group ``nestkit``
+that implements one or more of these hooks with ``@nestkit.hookimpl``. nestkit's own
+components register through exactly the same hook (see ``nestkit/builtin.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from nestkit.registry import Component
+
+PROJECT = "nestkit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def nestkit_register_components(register: Callable[[Component], None]) -> None:
+    """Register components (encoders, losses, augmentors, ...) with nestkit.
+
+    :param register: call it once per :class:`nestkit.registry.Component`; nestkit records
+        the calling plugin's distribution as the component's provider and checks for
+        duplicate kind+name pairs across providers.
+    :returns: nothing.
+
+    Called once per process, the first time the registry is used.
+    """

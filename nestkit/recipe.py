@@ -1,0 +1,319 @@
+"""YAML recipes: load, ``extends:``, ``${dotted.path}`` interpolation, overrides, validation.
+
+The layout follows NeMo's training configs (``name``, ``model`` with its datasets,
+components and ``optim``; ``trainer``; ``exp_manager``). Component sections carry ``name:``
+(the registry name) where NeMo has ``_target_``. Everything is validated before anything
+heavy runs, and every problem is a one-line :class:`~nestkit.errors.RecipeError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from nestkit.data.config import DatasetConfig
+from nestkit.errors import RecipeError, did_you_mean
+from nestkit.registry import (
+    Component,
+    ComponentConfig,
+    Registry,
+    nested_kinds,
+    validate_section,
+    validation_error,
+)
+from nestkit.train.config import ExpManagerConfig, TrainerConfig
+
+TOP_LEVEL_KEYS = ("name", "model", "trainer", "exp_manager")
+MODEL_DATA_KEYS = ("train_ds", "validation_ds")
+DEFAULT_MODEL = "nest"
+_REF = re.compile(r"\$\{([^}]+)\}")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loader that also reads ``1e-3`` as a float (as YAML 1.2 and NeMo do)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats (no object construction, ever)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping; syntax errors become ``file:line:col: ...``."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError("no such recipe file", file=str(path)) from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe: {exc.strerror}", file=str(path)) from None
+    try:
+        data = parse_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise RecipeError(f"YAML syntax error: {problem}", file=where) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"a recipe must be a mapping, got {type(data).__name__}", file=str(path))
+    return data
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` merged into a copy of ``base``; mappings merge, everything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe mapping with ``extends:`` resolved (paths relative to the extending file)."""
+    path = path.resolve() if path.exists() else path
+    if path in _chain:
+        raise RecipeError("recipe extends itself (cycle: " + " -> ".join(map(str, _chain + (path,))) + ")", file=str(path))
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise RecipeError("extends: expected a path to a recipe", key="extends", file=str(path))
+    parent_path = Path(parent)
+    if not parent_path.is_absolute():
+        parent_path = path.parent / parent_path
+    if not parent_path.exists():
+        bundled = bundled_recipe(parent)
+        if bundled is None:
+            raise RecipeError(f"extends: no such recipe '{parent}'", key="extends", file=str(path))
+        parent_path = bundled
+    return deep_merge(load_raw(parent_path, _chain + (path,)), data)
+
+
+def bundled_recipe(name: str) -> Path | None:
+    """A recipe shipped with nestkit (``recipes/<name>``), if it exists."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "recipes", here.parent / "recipes"):
+        candidate = folder / name
+        if candidate.suffix not in (".yaml", ".yml"):
+            candidate = candidate.with_suffix(".yaml")
+        if candidate.exists():
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], YAML-typed value)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override '{text}' must look like dotted.key=value")
+    try:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise RecipeError(f"override '{text}': value is not valid YAML") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides. Parents must exist; new leaves are checked later
+    by validation (so an unknown field still fails, with a suggestion)."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:depth]) or "the recipe"
+                choices = list(node) if isinstance(node, dict) else []
+                raise RecipeError(
+                    f"override '{text}': {where} has no key '{part}'{did_you_mean(part, choices)}"
+                )
+            node = node[part]
+        if not isinstance(node, dict):
+            raise RecipeError(f"override '{text}': {'.'.join(parts[:-1])} is not a mapping")
+        node[parts[-1]] = value
+    return data
+
+
+# ---------------------------------------------------------------------------- interpolation
+
+
+def _lookup(data: Mapping[str, Any], dotted: str, key: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise RecipeError(f"'${{{dotted}}}' refers to a key that does not exist", key=key)
+    return node
+
+
+def interpolate(data: dict[str, Any]) -> dict[str, Any]:
+    """Resolve ``${dotted.path}`` references against the whole recipe (chains allowed)."""
+
+    def resolve(value: Any, key: str, stack: tuple[str, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, f"{key}.{k}" if key else str(k), stack) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, f"{key}.{i}", stack) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        whole = _REF.fullmatch(value.strip())
+        refs = [whole.group(1)] if whole else _REF.findall(value)
+        resolved: dict[str, Any] = {}
+        for ref in refs:
+            ref = ref.strip()
+            if ref in stack:
+                raise RecipeError(f"'${{{ref}}}' is circular ({' -> '.join(stack + (ref,))})", key=key)
+            resolved[ref] = resolve(_lookup(data, ref, key), ref, stack + (ref,))
+        if whole:
+            return resolved[whole.group(1).strip()]
+        return _REF.sub(lambda m: str(resolved[m.group(1).strip()]), value)
+
+    return resolve(data, "", ())
+
+
+# ---------------------------------------------------------------------------- the recipe
+
+
+@dataclass
+class Recipe:
+    """A validated recipe. ``data`` is the resolved mapping (after extends, overrides and
+    interpolation); the typed parts are views of it."""
+
+    data: dict[str, Any]
+    name: str
+    trainer: TrainerConfig
+    exp_manager: ExpManagerConfig
+    train_ds: DatasetConfig | None
+    validation_ds: DatasetConfig | None
+    model_component: Component
+    model_config: ComponentConfig
+    optimizer_section: dict[str, Any] | None
+    scheduler_section: dict[str, Any] | None
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def model_section(self) -> dict[str, Any]:
+        """The model component's section: ``model`` without datasets and ``optim``."""
+        section = {k: v for k, v in self.data["model"].items() if k not in (*MODEL_DATA_KEYS, "optim")}
+        section.setdefault("name", DEFAULT_MODEL)
+        return section
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False)
+
+
+def _typed(model: type[BaseModel], value: Any, key: str, registry: Registry) -> Any:
+    """Validate a fixed section; component sections nested in it are checked by the registry."""
+    try:
+        typed = model.model_validate(value if value is not None else {})
+    except ValidationError as exc:
+        raise validation_error(exc, model, key) from None
+    for fname, kind in nested_kinds(model).items():
+        if getattr(typed, fname) is not None:
+            validate_section(registry, kind, getattr(typed, fname), f"{key}.{fname}")
+    return typed
+
+
+def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Recipe:
+    """Validate a resolved recipe mapping against nestkit's sections and the registry."""
+    try:
+        for key in data:
+            if key not in TOP_LEVEL_KEYS:
+                raise RecipeError(f"unknown section '{key}'{did_you_mean(str(key), TOP_LEVEL_KEYS)}", key=str(key))
+        model = data.get("model")
+        if not isinstance(model, dict):
+            raise RecipeError("expected a mapping with the model's components", key="model")
+        name = data.get("name", "nestkit")
+        if not isinstance(name, str):
+            raise RecipeError(f"expected a string, got {name!r}", key="name")
+        trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry)
+        exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry)
+        datasets = {
+            k: _typed(DatasetConfig, model[k], f"model.{k}", registry) if model.get(k) is not None else None
+            for k in MODEL_DATA_KEYS
+        }
+        optimizer_section = scheduler_section = None
+        optim = model.get("optim")
+        if optim is not None:
+            if not isinstance(optim, dict):
+                raise RecipeError("expected a mapping with 'name:' of an optimizer", key="model.optim")
+            optimizer_section = {k: v for k, v in optim.items() if k != "sched"}
+            validate_section(registry, "optimizer", optimizer_section, "model.optim")
+            scheduler_section = optim.get("sched")
+            if scheduler_section is not None:
+                validate_section(registry, "scheduler", scheduler_section, "model.optim.sched")
+        recipe = Recipe(
+            data=data,
+            name=name,
+            trainer=trainer,
+            exp_manager=exp_manager,
+            train_ds=datasets["train_ds"],
+            validation_ds=datasets["validation_ds"],
+            model_component=None,  # type: ignore[arg-type]
+            model_config=None,  # type: ignore[arg-type]
+            optimizer_section=optimizer_section,
+            scheduler_section=scheduler_section,
+            source=source,
+        )
+        recipe.model_component, recipe.model_config = validate_section(
+            registry, "model", recipe.model_section, "model"
+        )
+    except RecipeError as err:
+        raise err.at(source) from None
+    return recipe
+
+
+def load_recipe(
+    path: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), registry: Registry | None = None
+) -> Recipe:
+    """Load, resolve and validate a recipe file (or mapping) with ``dotted.key=value`` overrides."""
+    if registry is None:
+        from nestkit.plugins import get_registry
+
+        registry = get_registry()
+    if isinstance(path, Mapping):
+        source, raw = "<recipe>", copy.deepcopy(dict(path))
+    else:
+        source = str(path)
+        raw = load_raw(Path(path))
+    try:
+        data = interpolate(apply_overrides(raw, overrides))
+    except RecipeError as err:
+        raise err.at(source) from None
+    return validate(data, registry, source)

@@ -1,0 +1,69 @@
+"""The ``trainer`` and ``exp_manager`` sections (NeMo's key names)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainerConfig(_Section):
+    """How to train: devices, length, precision, validation and logging cadence."""
+
+    devices: int | Literal["auto", "cpu"] = Field("auto", description="'auto' (all GPUs, else CPU), 'cpu', or a number of processes")
+    accelerator: Literal["auto", "gpu", "cpu"] = Field("auto", description="kept for NeMo recipes; 'cpu' forces the CPU")
+    num_nodes: int = Field(1, ge=1, description="machines; multi-node runs are started by torchrun")
+    strategy: str = Field("ddp", description="only 'ddp' (or 'auto') is supported")
+    max_epochs: int | None = Field(None, ge=1, description="stop after this many epochs (null: no limit)")
+    max_steps: int = Field(-1, ge=-1, description="stop after this many optimizer steps (-1: no limit)")
+    val_check_interval: int | float = Field(1000, gt=0, description="validate every N steps (a float <= 1: fraction of an epoch)")
+    check_val_every_n_epoch: int = Field(1, ge=1, description="kept for NeMo recipes")
+    limit_val_batches: int | float = Field(1.0, ge=0, description="batches per validation (a float <= 1: fraction)")
+    precision: Literal[32, "32", "bf16-mixed", "16-mixed", "bf16", 16] = Field(32, description="32, bf16-mixed or 16-mixed")
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float | None = Field(None, ge=0, description="clip the gradient norm to this (null/0: off)")
+    log_every_n_steps: int = Field(10, ge=1)
+    sync_batchnorm: bool = Field(True, description="SyncBatchNorm across ranks (NEST default)")
+    enable_checkpointing: bool = False
+    logger: bool = False
+    benchmark: bool = False
+    use_distributed_sampler: bool = False
+    num_sanity_val_steps: int = Field(0, ge=0)
+    seed: int = Field(42, description="seed for Python, NumPy and torch")
+    max_nonfinite_steps: int = Field(10, ge=1, description="abort after this many consecutive non-finite losses")
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if value not in ("ddp", "auto", "ddp_find_unused_parameters_true", "single_device"):
+            raise ValueError("only DistributedDataParallel is supported ('ddp' or 'auto')")
+        return value
+
+
+class CheckpointConfig(_Section):
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    save_top_k: int = Field(1, ge=-1)
+    always_save_nemo: bool = False
+    every_n_train_steps: int | None = Field(None, ge=1, description="also save every N steps")
+    filename: str | None = None
+
+
+class ExpManagerConfig(_Section):
+    """Where the experiment lives and how it resumes."""
+
+    exp_dir: str | None = Field(None, description="root folder (default: ./nest_experiments)")
+    name: str | None = Field(None, description="experiment folder name (default: the recipe name)")
+    create_tensorboard_logger: bool = True
+    create_checkpoint_callback: bool = True
+    checkpoint_callback_params: CheckpointConfig = CheckpointConfig()
+    resume_from_checkpoint: str | None = None
+    resume_if_exists: bool = True
+    resume_ignore_no_checkpoint: bool = True
+    create_wandb_logger: bool = False
+    wandb_logger_kwargs: dict | None = None
+    use_datetime_version: bool = False

@@ -1,0 +1,67 @@
+"""Shared test helpers: run the real `nestkit` executable, locate reference fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+def nestkit_executable() -> list[str]:
+    exe = shutil.which("nestkit")
+    return [exe] if exe else [sys.executable, "-m", "nestkit.cli.main"]
+
+
+def run_nestkit(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``nestkit ARGS`` as a subprocess (bounded in time) and capture its output."""
+    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [*nestkit_executable(), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def nemo_reference_dir() -> Path:
+    env = os.environ.get("NESTKIT_NEMO_REFERENCE")
+    return Path(env) if env else ROOT.parent / "shared" / "nemo_reference"
+
+
+@pytest.fixture(scope="session")
+def nemo_reference() -> Path:
+    path = nemo_reference_dir()
+    if not (path / "parity_small.pt").exists():
+        pytest.skip(f"NeMo reference fixtures not found at {path} (set NESTKIT_NEMO_REFERENCE)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test plugin packages (one working, one broken), installed by pip into a folder
+    that subprocesses put on PYTHONPATH: real distributions with real entry points."""
+    target = tmp_path_factory.mktemp("plugin_site")
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+            "--target", str(target),
+            str(ROOT / "tests" / "plugins" / "toy"),
+            str(ROOT / "tests" / "plugins" / "broken"),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return target

@@ -1,0 +1,43 @@
+"""A minimal third-party plugin: one strided-convolution encoder, registered exactly as an
+outside package would register it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from pydantic import Field
+
+import nestkit
+
+
+class ToyStridedConfig(nestkit.ComponentConfig):
+    feat_in: int = Field(80, gt=0, description="input feature channels")
+    d_model: int = Field(64, gt=0, description="output channels")
+    subsampling_factor: int = Field(8, gt=0, description="time stride")
+
+
+class ToyStridedEncoder(torch.nn.Module):
+    """(B, feat_in, T) -> (B, d_model, T // factor) with one strided Conv1d."""
+
+    def __init__(self, *, feat_in: int, d_model: int, subsampling_factor: int) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.factor = subsampling_factor
+        self.conv = torch.nn.Conv1d(feat_in, d_model, kernel_size=subsampling_factor, stride=subsampling_factor)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.conv(feats), lengths // self.factor
+
+
+@nestkit.hookimpl
+def nestkit_register_components(register: Callable[[nestkit.Component], None]) -> None:
+    register(
+        nestkit.Component(
+            kind="encoder",
+            name="toy_strided",
+            factory=ToyStridedEncoder,
+            config=ToyStridedConfig,
+            summary="one strided convolution (test plugin)",
+        )
+    )

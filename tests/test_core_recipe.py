@@ -1,0 +1,121 @@
+"""Recipes: YAML errors, extends, interpolation, overrides, validation messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import Field
+
+from nestkit.errors import RecipeError
+from nestkit.recipe import apply_overrides, interpolate, load_recipe
+from nestkit.registry import Component, ComponentConfig, Registry, section_field
+
+
+class EncConfig(ComponentConfig):
+    n_heads: int = 4
+    subsampling_factor: int = 8
+
+
+class ModelConfig(ComponentConfig):
+    sample_rate: int = 16000
+    encoder: dict = section_field("encoder")
+    combine_time_steps: int = 8
+
+
+class SgdConfig(ComponentConfig):
+    lr: float = Field(0.1, gt=0)
+
+
+@pytest.fixture()
+def registry() -> Registry:
+    reg = Registry()
+    reg.add(Component("encoder", "conv", dict, EncConfig, "enc"), provider="p")
+    reg.add(Component("model", "nest", dict, ModelConfig, "model"), provider="p")
+    reg.add(Component("optimizer", "sgd", dict, SgdConfig, "sgd"), provider="p")
+    return reg
+
+
+BASE = {
+    "name": "t",
+    "model": {
+        "sample_rate": 16000,
+        "combine_time_steps": "${model.encoder.subsampling_factor}",
+        "encoder": {"name": "conv", "n_heads": 4, "subsampling_factor": 4},
+        "optim": {"name": "sgd", "lr": 0.5},
+    },
+    "trainer": {"max_steps": 10},
+}
+
+
+def write(tmp_path: Path, name: str, data: dict | str) -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_interpolation_keeps_types_and_follows_overrides(registry: Registry, tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, "r.yaml", BASE), ["model.encoder.subsampling_factor=8"], registry=registry)
+    assert recipe.data["model"]["combine_time_steps"] == 8
+    assert recipe.trainer.max_steps == 10
+    assert recipe.model_section["name"] == "nest"
+    assert "optim" not in recipe.model_section
+
+
+def test_interpolation_inside_strings_and_cycles() -> None:
+    assert interpolate({"a": {"b": 3}, "c": "x-${a.b}-y"})["c"] == "x-3-y"
+    with pytest.raises(RecipeError, match="circular"):
+        interpolate({"a": "${b}", "b": "${a}"})
+    with pytest.raises(RecipeError, match=r"^c: '\$\{a\.z\}' refers to a key that does not exist$"):
+        interpolate({"a": {"b": 3}, "c": "${a.z}"})
+
+
+def test_overrides_are_yaml_typed_and_unknown_parents_suggest() -> None:
+    data = apply_overrides(BASE, ["trainer.max_steps=100", "model.optim.lr=1e-3", "model.encoder.n_heads=2", "trainer.betas=[0.9,0.98]"])
+    assert data["trainer"]["max_steps"] == 100
+    assert data["model"]["optim"]["lr"] == 1e-3
+    assert data["trainer"]["betas"] == [0.9, 0.98]
+    with pytest.raises(RecipeError, match=r"model has no key 'encodr'; did you mean 'encoder'\?"):
+        apply_overrides(BASE, ["model.encodr.n_heads=2"])
+    with pytest.raises(RecipeError, match="must look like dotted.key=value"):
+        apply_overrides(BASE, ["trainer.max_steps"])
+
+
+def test_unknown_leaf_override_fails_validation_with_suggestion(registry: Registry, tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", BASE)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["model.encoder.n_head=2"], registry=registry)
+    assert str(err.value) == f"{path}: model.encoder: unknown field 'n_head'; did you mean 'n_heads'?"
+
+
+def test_type_errors_name_file_and_key(registry: Registry, tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", BASE)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["model.encoder.n_heads=eight"], registry=registry)
+    assert str(err.value) == f"{path}: model.encoder.n_heads: expected an integer, got 'eight'"
+    with pytest.raises(RecipeError, match=r"model\.optim\.lr: input should be greater than 0, got -1"):
+        load_recipe(path, ["model.optim.lr=-1"], registry=registry)
+    with pytest.raises(RecipeError, match=r"trainer: unknown field 'max_step'; did you mean 'max_steps'\?"):
+        load_recipe(path, ["trainer.max_step=3"], registry=registry)
+    with pytest.raises(RecipeError, match=r"unknown section 'trainr'; did you mean 'trainer'\?"):
+        load_recipe({**BASE, "trainr": {}}, registry=registry)
+
+
+def test_yaml_syntax_error_has_line_and_column(registry: Registry, tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yaml", "name: x\nmodel:\n  encoder: {name: conv\n  foo: [1, 2\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, registry=registry)
+    assert str(err.value).startswith(f"{path}:4:")
+    assert "YAML syntax error" in str(err.value)
+
+
+def test_extends_merges_and_is_relative_to_the_file(registry: Registry, tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", BASE)
+    (tmp_path / "sub").mkdir()
+    child = write(tmp_path / "sub", "child.yaml", {"extends": "../base.yaml", "model": {"encoder": {"n_heads": 2}}})
+    recipe = load_recipe(child, registry=registry)
+    assert recipe.data["model"]["encoder"] == {"name": "conv", "n_heads": 2, "subsampling_factor": 4}
+    loop = write(tmp_path, "loop.yaml", {"extends": "loop.yaml"})
+    with pytest.raises(RecipeError, match="cycle"):
+        load_recipe(loop, registry=registry)
