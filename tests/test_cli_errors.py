@@ -1,0 +1,73 @@
+"""Every recipe error is one line on stderr with exit code 2, through the real executable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_nestkit
+
+DEMO = "recipes/nest_demo.yaml"
+
+
+def one_error_line(result) -> str:  # noqa: ANN001
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.encoder.n_heads=eight", f"error: {DEMO}: model.encoder.n_heads: expected an integer, got 'eight'"),
+        (
+            "model.encoder.name=fast_conformr",
+            f"error: {DEMO}: model.encoder.name: unknown encoder 'fast_conformr'; did you mean 'fast_conformer'? (installed: ",
+        ),
+        ("model.encoder.n_layer=3", f"error: {DEMO}: model.encoder: unknown field 'n_layer'; did you mean 'n_layers'?"),
+        ("model.encodr.n_layers=3", f"error: {DEMO}: override 'model.encodr.n_layers=3': model has no key 'encodr'; did you mean 'encoder'?"),
+        ("trainer.precision=fp8", f"error: {DEMO}: trainer.precision: "),
+        ("model.optim.lr=-1", f"error: {DEMO}: model.optim.lr: input should be greater than 0, got -1"),
+    ],
+)
+def test_recipe_errors_are_one_line(override: str, expected: str) -> None:
+    line = one_error_line(run_nestkit("validate", DEMO, override, "--no-params"))
+    assert line.startswith(expected), line
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: demo\nmodel:\n  encoder:\n    n_heads: [8\n  decoder: {}\n")
+    line = one_error_line(run_nestkit("validate", str(bad)))
+    assert line.startswith(f"error: {bad}:5:"), line
+    assert "YAML syntax error" in line
+
+
+def test_missing_recipe_file() -> None:
+    line = one_error_line(run_nestkit("validate", "recipes/no_such_recipe.yaml"))
+    assert line == "error: recipes/no_such_recipe.yaml: no such recipe file"
+
+
+def test_unknown_kind_in_describe() -> None:
+    line = one_error_line(run_nestkit("describe", "encodr", "fast_conformer"))
+    assert line == "error: unknown kind 'encodr'; did you mean 'encoder'?"
+
+
+def test_debug_flag_shows_the_traceback() -> None:
+    result = run_nestkit("--debug", "validate", DEMO, "model.encoder.n_heads=eight", "--no-params")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "RecipeError" in result.stderr
+
+
+def test_help_of_every_command_is_clean() -> None:
+    top = run_nestkit("--help")
+    assert top.returncode == 0
+    commands = [c for c in ("list-components", "describe", "validate", "schema", "train") if c in top.stdout]
+    assert "validate" in commands
+    for command in commands:
+        result = run_nestkit(command, "--help")
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage:" in result.stdout and result.stderr == ""
