@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from conftest import RECIPES, run_nestkit
-from nestkit.recipe import load_raw
+from nestkit.recipe import interpolate, load_raw
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,11 @@ def test_there_are_recipes_to_check() -> None:
 
 @pytest.mark.parametrize("path", bundled_recipes(), ids=lambda p: str(p.relative_to(RECIPES)))
 def test_bundled_recipes_validate_against_the_schema(schema: dict, path) -> None:  # noqa: ANN001
-    jsonschema.Draft202012Validator(schema).validate(load_raw(path))
+    jsonschema.Draft202012Validator(schema).validate(interpolate(load_raw(path)))
 
 
 def test_schema_rejects_typos_and_wrong_types(schema: dict) -> None:
-    recipe = load_raw(RECIPES / "nest_fast_conformer.yaml")
+    recipe = interpolate(load_raw(RECIPES / "nest_fast_conformer.yaml"))
     validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid(recipe)
     recipe["model"]["encoder"]["n_layer"] = 3
