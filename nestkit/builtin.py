@@ -12,7 +12,7 @@ from nestkit.hookspecs import hookimpl
 from nestkit.registry import Component
 
 BUILTIN_MODULES: tuple[str, ...] = (
-    "nestkit.components.optim",
+    "nestkit.components.augmentors",
 )
 
 

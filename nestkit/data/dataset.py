@@ -1,0 +1,126 @@
+"""Batch production shared by the manifest and the tarred datasets (runs in loader workers).
+
+A batch is made from a batch *spec* (manifest indices, epoch, a seed), so its contents depend
+on the spec only — not on which worker builds it or how many workers there are. Items that
+cannot be used are dropped from the batch and counted by reason (the loader logs the first few
+with their path); nothing is ever written to the input data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from nestkit.data.audio import AudioReadError, Source, pad_to_length, read_audio
+from nestkit.data.batch import AudioBatch, AudioItem, BatchAugmentor, SkippedItem, collate
+from nestkit.data.manifest import Manifest
+from nestkit.data.noise import NoiseSource
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What one batch is made of."""
+
+    indices: tuple[int, ...]
+    epoch: int
+    position: int
+    seed: int
+
+
+def batch_seed(*parts: int) -> int:
+    """A 63-bit seed mixing the parts (seed, epoch, rank, position...)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class ItemReader:
+    """Decodes one utterance plus its noise; what the datasets share."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        noise: NoiseSource,
+        *,
+        sample_rate: int,
+        seed: int,
+        min_audio_len_secs: float = 0.0,
+        pad_audio_mode: str = "repeat",
+        channel_selector: int | None = None,
+        augmentor_section: dict[str, Any] | None = None,
+        augment_in_loader: bool = True,
+    ) -> None:
+        self.manifest, self.noise = manifest, noise
+        self.sample_rate, self.seed = sample_rate, seed
+        self.min_len = int(round(min_audio_len_secs * sample_rate))
+        self.pad_audio_mode, self.channel_selector = pad_audio_mode, channel_selector
+        self.augmentor_section = augmentor_section if augment_in_loader else None
+        self._augmentor: BatchAugmentor | None = None
+
+    def item(self, index: int, epoch: int, source: Source | None = None) -> AudioItem | SkippedItem:
+        """Decode manifest item ``index`` (from ``source`` bytes/stream when given, else its path)."""
+        path = self.manifest.paths[index]
+        try:
+            audio = read_audio(
+                path if source is None else source,
+                sample_rate=self.sample_rate,
+                offset=float(self.manifest.offsets[index]),
+                duration=float(self.manifest.durations[index]),
+                channel_selector=self.channel_selector,
+            )
+        except AudioReadError as err:
+            return SkippedItem(index, err.reason, path)
+        if self.min_len:
+            audio = pad_to_length(audio, self.min_len, self.pad_audio_mode)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        noise = self.noise.segment(audio.shape[0], rng)
+        return AudioItem(index, audio, noise, self.noise.enabled)
+
+    def batch(self, results: Sequence[AudioItem | SkippedItem], seed: int, noise_failures: dict[str, int]) -> AudioBatch:
+        """Collate the good items, count the rest, augment when it runs in the loader."""
+        good = [r for r in results if isinstance(r, AudioItem)]
+        bad = [r for r in results if isinstance(r, SkippedItem)]
+        batch = collate(good, seed=seed) if good else empty_batch(seed)
+        skipped = dict(noise_failures)
+        for b in bad:
+            skipped[b.reason] = skipped.get(b.reason, 0) + 1
+        batch.skipped = skipped
+        batch.skipped_examples = [f"{b.reason}: {b.path}" for b in bad[:5]]
+        if good and self.augmentor_section is not None:
+            batch = self.augmentor()(batch, torch.Generator().manual_seed(seed))
+        return batch
+
+    def augmentor(self) -> BatchAugmentor:
+        if self._augmentor is None:
+            import nestkit
+
+            self._augmentor = nestkit.build("augmentor", self.augmentor_section or {})
+        return self._augmentor
+
+    def noise_failures_since(self, before: dict[str, int]) -> dict[str, int]:
+        now = self.noise.failures
+        return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+
+
+def empty_batch(seed: int) -> AudioBatch:
+    """A batch with no utterance (every item of it was unusable); the loader skips it."""
+    z = torch.zeros(0, 0)
+    n = torch.zeros(0, dtype=torch.int64)
+    return AudioBatch(z, n, z, n, z, n, n, seed=seed)
+
+
+class ManifestBatchDataset(torch.utils.data.Dataset[AudioBatch]):
+    """Map-style: ``dataset[spec]`` decodes and collates the batch ``spec`` describes."""
+
+    def __init__(self, reader: ItemReader) -> None:
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.reader.manifest)
+
+    def __getitem__(self, spec: BatchSpec) -> AudioBatch:  # type: ignore[override]
+        before = dict(self.reader.noise.failures)
+        results = [self.reader.item(i, spec.epoch) for i in spec.indices]
+        return self.reader.batch(results, spec.seed, self.reader.noise_failures_since(before))

@@ -1,0 +1,314 @@
+"""``build_dataloader``: the trainer's entry point to the data path.
+
+The returned :class:`AudioLoader` yields :class:`~nestkit.data.batch.AudioBatch` objects and
+supports ``set_epoch``, ``state_dict``/``load_state_dict`` (epoch + batch position, for an
+exact resume), ``len()`` (not for tarred data, whose length is unknown), ``padding_fraction``,
+``summary`` (items, hours, dropped) and running skip totals in ``skipped``.
+
+Batch augmentation runs in the loader workers by default. With ``augment_on_device: true``
+the batch arrives with ``noisy_audio = audio + noise`` and the trainer calls
+``batch = loader.device_augmentor(batch.to(device))`` inside its step; the result is the same
+as in-loader augmentation up to float rounding (same seed per batch).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nestkit.data.batch import AudioBatch, BatchAugmentor
+from nestkit.data.config import DatasetConfig
+from nestkit.data.dataset import BatchSpec, ItemReader, ManifestBatchDataset, batch_seed
+from nestkit.data.manifest import Manifest, ManifestReport, read_manifest
+from nestkit.data.noise import NoiseSource
+from nestkit.data.samplers import BucketedBatchSampler, ShuffledBatchSampler, padding_fraction
+from nestkit.data.tarred import TarredBatchStream, shard_paths
+from nestkit.errors import DataError
+
+log = logging.getLogger("nestkit.data")
+MAX_REPORTED_SKIPS = 5
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_data"
+
+
+def demo_manifests() -> tuple[Path, Path, Path]:
+    """(train, validation, noise) manifests of the bundled demo data (see its LICENSE.md)."""
+    paths = tuple(DEMO_DIR / f"{name}_manifest.json" for name in ("train", "val", "noise"))
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"{p}: bundled demo data is missing (rebuild it with scripts/build_demo_data.py)")
+    return paths  # type: ignore[return-value]
+
+
+def _identity(batch: AudioBatch) -> AudioBatch:
+    return batch
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # one decode stream per worker; more threads only contend
+
+
+class _SpecSampler:
+    """Turns a batch sampler's index lists into :class:`BatchSpec` s (epoch, position, seed)."""
+
+    def __init__(self, sampler: ShuffledBatchSampler | BucketedBatchSampler, seed: int, rank: int, train: bool) -> None:
+        self.sampler, self.seed, self.rank, self.train = sampler, seed, rank, train
+
+    def __iter__(self) -> Iterator[BatchSpec]:
+        start = self.sampler.start
+        epoch = self.sampler.epoch if self.train else 0  # validation noise/mixing is the same every time
+        for pos, indices in enumerate(self.sampler, start=start):
+            yield BatchSpec(tuple(indices), epoch, pos, batch_seed(self.seed, epoch, self.rank, pos))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class AudioLoader:
+    """Iterable of :class:`AudioBatch` with epoch/position state; see the module docstring.
+
+    ``batch.skipped`` counts the utterances dropped since the previous batch (by reason);
+    ``loader.skipped`` holds the totals since the loader was built. Skips in batches where no
+    utterance was usable ride on the next delivered batch (``pending_skips`` until then).
+    """
+
+    def __init__(
+        self,
+        cfg: DatasetConfig,
+        manifest: Manifest,
+        reader: ItemReader,
+        *,
+        sampler: ShuffledBatchSampler | BucketedBatchSampler | None,
+        stream: TarredBatchStream | None,
+        seed: int,
+        rank: int,
+        train: bool,
+    ) -> None:
+        self.cfg, self.manifest, self.reader = cfg, manifest, reader
+        self.sampler, self.stream = sampler, stream
+        self.seed, self.rank, self.train = seed, rank, train
+        self.epoch, self.position = 0, 0
+        self.skipped: dict[str, int] = {}
+        self.pending_skips: dict[str, int] = {}
+        self.skip_examples: list[str] = []
+        self._device_aug: BatchAugmentor | None = None
+        self._generators: dict[str, torch.Generator] = {}
+        self._loader: torch.utils.data.DataLoader[Any] | None = None
+        if sampler is not None:
+            self._loader = self._torch_loader(ManifestBatchDataset(reader), _SpecSampler(sampler, seed, rank, train))
+
+    def _torch_loader(self, dataset: Any, sampler: Any = None) -> torch.utils.data.DataLoader[Any]:
+        workers = self.cfg.num_workers
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,
+            sampler=sampler,
+            collate_fn=_identity,
+            num_workers=workers,
+            pin_memory=self.cfg.pin_memory,
+            worker_init_fn=_worker_init if workers else None,
+            persistent_workers=workers > 0 and sampler is not None,
+            prefetch_factor=4 if workers else None,
+        )
+
+    # ------------------------------------------------------------------ epoch and resume state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its first batch (new order, new noise draws)."""
+        self.epoch, self.position = epoch, 0
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        if self.stream is not None:
+            self.stream.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """Epoch and the number of batches of it already delivered."""
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the next iteration continues epoch ``epoch`` at batch ``position``."""
+        self.set_epoch(int(state["epoch"]))
+        self.position = int(state.get("position", 0))
+
+    def __len__(self) -> int:
+        if self.sampler is None:
+            raise TypeError("a tarred dataset has no known length (batches per epoch depend on the stream)")
+        return len(self.sampler)
+
+    # ------------------------------------------------------------------ iteration
+
+    def __iter__(self) -> Iterator[AudioBatch]:
+        start = self.position
+        if self.sampler is not None:
+            assert self._loader is not None
+            self.sampler.start = start
+            batches: Iterator[AudioBatch] = iter(self._loader)
+        else:
+            assert self.stream is not None
+            batches = iter(self._torch_loader(self.stream))
+            for _ in range(start):  # a stream cannot seek: replay (deterministic) up to the position
+                if next(batches, None) is None:
+                    break
+        carried = self.pending_skips  # from batches with no usable utterance, not yet reported
+        for batch in batches:
+            self.position += 1
+            self._count(batch)
+            if len(batch) == 0:  # every utterance of it was unusable: report with the next one
+                for k, v in batch.skipped.items():
+                    carried[k] = carried.get(k, 0) + v
+                continue
+            if carried:
+                for k, v in carried.items():
+                    batch.skipped[k] = batch.skipped.get(k, 0) + v
+                carried.clear()
+            yield batch
+
+    def _count(self, batch: AudioBatch) -> None:
+        for k, v in batch.skipped.items():
+            self.skipped[k] = self.skipped.get(k, 0) + v
+        for example in batch.skipped_examples:
+            if len(self.skip_examples) < MAX_REPORTED_SKIPS:
+                self.skip_examples.append(example)
+                log.warning("skipped unusable audio (%s)", example)
+        limit = self.cfg.max_skipped_items
+        if limit is not None and sum(self.skipped.values()) > limit:
+            raise DataError(
+                f"more than max_skipped_items={limit} unusable items: "
+                + ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
+                + (f" (first: {self.skip_examples[0]})" if self.skip_examples else "")
+            )
+
+    # ------------------------------------------------------------------ augmentation on the device
+
+    @property
+    def augment_on_device(self) -> bool:
+        return self.cfg.augment_on_device and self.cfg.batch_augmentor is not None
+
+    def device_augmentor(self, batch: AudioBatch) -> AudioBatch:
+        """Apply the batch augmentor where ``batch`` lives (call after ``batch.to(device)``).
+
+        A no-op when augmentation already ran in the loader or none is configured."""
+        if not self.augment_on_device or batch.augmented or len(batch) == 0:
+            return batch
+        if self._device_aug is None:
+            import nestkit
+
+            self._device_aug = nestkit.build("augmentor", self.cfg.batch_augmentor or {})
+        device = batch.audio.device
+        g = self._generators.get(str(device))
+        if g is None:
+            g = self._generators[str(device)] = torch.Generator(device=device)
+        g.manual_seed(batch.seed)
+        return self._device_aug(batch, g)
+
+    # ------------------------------------------------------------------ reports
+
+    @property
+    def summary(self) -> ManifestReport:
+        """Items and hours kept, and what was dropped (by duration filter or malformed line)."""
+        return self.manifest.report
+
+    @property
+    def padding_fraction(self) -> float | None:
+        """Padded share of the samples of this rank's current epoch (None for tarred data)."""
+        if self.sampler is None:
+            return None
+        return padding_fraction(self.sampler.batches(), self.manifest.durations)
+
+    def describe(self) -> str:
+        """One line for the training log."""
+        kind = "tarred" if self.stream is not None else ("bucketed" if isinstance(self.sampler, BucketedBatchSampler) else "batches")
+        pad = self.padding_fraction
+        extra = f", padding {pad:.1%}" if pad is not None else ""
+        return f"{self.summary.summary()} ({kind}{extra})"
+
+
+def build_dataloader(
+    cfg: DatasetConfig,
+    *,
+    sample_rate: int,
+    train: bool,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+) -> AudioLoader:
+    """The loader for one split. ``cfg.manifest_filepath`` must be set (see :func:`demo_manifests`).
+
+    Uses the bucketed sampler when ``batch_duration`` is set, NeMo's fixed-size batches
+    otherwise, and streams tar shards when ``is_tarred``. Validation (``train=False``) draws
+    the same noise and mixing every epoch.
+    """
+    if cfg.manifest_filepath is None:
+        raise DataError("manifest_filepath is not set (nestkit.data.demo_manifests() gives the bundled demo data)")
+    if cfg.sample_rate != sample_rate:
+        raise DataError(f"dataset sample_rate {cfg.sample_rate} differs from the model's {sample_rate}")
+    if cfg.trim_silence:
+        raise DataError("trim_silence: true is not supported by nestkit's data path (set it to false)")
+    if cfg.is_tarred and cfg.tarred_audio_filepaths is None:
+        raise DataError("is_tarred is true but tarred_audio_filepaths is not set")
+    if cfg.batch_augmentor is not None:
+        import nestkit
+
+        nestkit.build("augmentor", cfg.batch_augmentor)  # validate now: a bad section fails before any worker starts
+    manifest = read_manifest(
+        cfg.manifest_filepath,
+        min_duration=cfg.min_duration,
+        max_duration=cfg.max_duration,
+        resolve_paths=not cfg.is_tarred,
+    )
+    noise_manifest = read_manifest(cfg.noise_manifest) if cfg.noise_manifest is not None else None
+    noise = NoiseSource(noise_manifest, sample_rate=sample_rate, pool_seconds=cfg.noise_pool_seconds)
+    reader = ItemReader(
+        manifest,
+        noise,
+        sample_rate=sample_rate,
+        seed=seed,
+        min_audio_len_secs=cfg.min_audio_len_secs,
+        pad_audio_mode=cfg.pad_audio_mode,
+        channel_selector=cfg.channel_selector,
+        augmentor_section=cfg.batch_augmentor,
+        augment_in_loader=not cfg.augment_on_device,
+    )
+    sampler: ShuffledBatchSampler | BucketedBatchSampler | None = None
+    stream: TarredBatchStream | None = None
+    if cfg.is_tarred:
+        assert cfg.tarred_audio_filepaths is not None
+        stream = TarredBatchStream(
+            shard_paths(cfg.tarred_audio_filepaths),
+            reader,
+            batch_size=cfg.batch_size,
+            shuffle=cfg.shuffle,
+            shuffle_n=cfg.shuffle_n,
+            drop_last=cfg.drop_last,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+    elif cfg.batch_duration is not None:
+        sampler = BucketedBatchSampler(
+            manifest.durations,
+            cfg.batch_duration,
+            num_buckets=cfg.num_buckets,
+            shuffle=cfg.shuffle,
+            drop_last=cfg.drop_last,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+    else:
+        sampler = ShuffledBatchSampler(
+            len(manifest),
+            cfg.batch_size,
+            shuffle=cfg.shuffle,
+            drop_last=cfg.drop_last,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+    loader = AudioLoader(cfg, manifest, reader, sampler=sampler, stream=stream, seed=seed, rank=rank, train=train)
+    loader.set_epoch(epoch)
+    return loader
