@@ -7,7 +7,8 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
-from nestkit.data import build_dataloader, demo_manifests, write_shards
+from conftest import run_nestkit
+from nestkit.data import build_dataloader, demo_manifests
 from nestkit.data.config import DatasetConfig
 from nestkit.data.tarred import expand_braces, shard_paths
 
@@ -21,7 +22,10 @@ def test_brace_expansion() -> None:
 
 def test_write_then_read_each_item_once(tmp_path: Path) -> None:
     train, _, _ = demo_manifests()
-    shards = write_shards(train, tmp_path, num_shards=4, progress=False)
+    result = run_nestkit("shard", str(train), "--out-dir", str(tmp_path), "--num-shards", "4")
+    assert result.returncode == 0, result.stderr
+    assert "audio_{0..3}.tar" in result.stdout
+    shards = sorted(tmp_path.glob("audio_*.tar"))
     assert [p.name for p in shards] == [f"audio_{k}.tar" for k in range(4)]
     lines = [json.loads(x) for x in (tmp_path / "tarred_audio_manifest.json").read_text().splitlines()]
     assert len(lines) == 270 and {x["shard_id"] for x in lines} == {0, 1, 2, 3}
