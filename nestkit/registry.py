@@ -25,6 +25,7 @@ KINDS: tuple[str, ...] = (
     "decoder",
     "loss",
     "augmentor",
+    "feature_augmentor",
     "optimizer",
     "scheduler",
     "model",
