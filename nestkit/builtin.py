@@ -12,7 +12,15 @@ from nestkit.hookspecs import hookimpl
 from nestkit.registry import Component
 
 BUILTIN_MODULES: tuple[str, ...] = (
+    "nestkit.components.preprocessor",
+    "nestkit.components.conformer",
+    "nestkit.components.masking",
+    "nestkit.components.quantizer",
+    "nestkit.components.decoder",
+    "nestkit.components.loss",
+    "nestkit.models.nest",
     "nestkit.components.augmentors",
+    "nestkit.components.optim",
 )
 
 

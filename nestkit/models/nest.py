@@ -1,0 +1,248 @@
+"""NEST: denoising masked-token prediction (NeMo's ``EncDecDenoiseMaskedTokenPredModel``).
+
+Targets are BEST-RQ tokens of the clean audio's features; the encoder sees the noisy audio's
+features with random blocks replaced by the mask embedding and predicts the clean tokens at
+masked positions. With ``mask_position: post_conv`` masking and tokens use the subsampled
+features instead (NeMo's quantizer/masking/loss adjustments are applied automatically).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+import nestkit
+from nestkit.registry import Component, ComponentConfig, section_field
+
+from nestkit.components.conformer import FastConformerConfig
+from nestkit.components.decoder import MultiSoftmaxConfig
+from nestkit.components.loss import MLMConfig, MultiMLMConfig
+from nestkit.components.masking import RandomBlockMaskingConfig
+from nestkit.components.preprocessor import MelSpectrogramConfig
+from nestkit.components.quantizer import RandomProjectionConfig
+
+# Built-in configs, used to read defaults in the model's cross-field checks. A section of a
+# plugin component is checked only on the keys it spells out.
+_BUILTIN_CONFIGS: dict[str, type[ComponentConfig]] = {
+    "mel_spectrogram": MelSpectrogramConfig,
+    "fast_conformer": FastConformerConfig,
+    "random_block": RandomBlockMaskingConfig,
+    "random_projection": RandomProjectionConfig,
+    "multi_softmax": MultiSoftmaxConfig,
+    "mlm": MLMConfig,
+    "multi_mlm": MultiMLMConfig,
+}
+
+
+def _value(section: Mapping[str, Any] | None, key: str) -> Any:
+    """``section[key]``, else the built-in component's default, else None (unknown)."""
+    if not section:
+        return None
+    if key in section:
+        return section[key]
+    config = _BUILTIN_CONFIGS.get(str(section.get("name", "")).rpartition(":")[2])
+    if config is None or key not in config.model_fields:
+        return None
+    field = config.model_fields[key]
+    return None if field.is_required() else field.default
+
+
+@dataclass
+class NestOutput:
+    """One forward pass. Layouts as in NeMo: masks (B, D, T) with 1 = masked, encoded
+    (B, d_model, T'), log_probs (B, T', classes[, books]), tokens (B, T'[, books])."""
+
+    loss: Tensor
+    log_probs: Tensor
+    encoded: Tensor
+    encoded_len: Tensor
+    masks: Tensor
+    tokens: Tensor
+    accuracy: Tensor  # top-1 accuracy on masked tokens (0-dim)
+    masked_fraction: Tensor  # share of valid input frames that were masked (0-dim)
+
+
+class NestConfig(ComponentConfig):
+    """NeMo's model-level keys of ``nest_fast-conformer.yaml`` (datasets and optim live elsewhere)."""
+
+    sample_rate: int = Field(16000, gt=0, description="audio sample rate in Hz")
+    num_classes: int = Field(8192, gt=1, description="codebook entries (token vocabulary)")
+    num_books: int = Field(1, ge=1, description="codebooks")
+    code_dim: int = Field(16, gt=0, description="codebook vector size")
+    squeeze_single: bool = Field(False, description="drop the codebook axis when num_books is 1")
+    mask_position: Literal["pre_conv", "post_conv"] = Field(
+        "pre_conv", description="mask features before the subsampling convs, or the subsampled features"
+    )
+    preprocessor: dict[str, Any] = section_field("preprocessor")
+    masking: dict[str, Any] = section_field("masking")
+    quantizer: dict[str, Any] = section_field("quantizer")
+    encoder: dict[str, Any] = section_field("encoder")
+    decoder: dict[str, Any] = section_field("decoder")
+    loss: dict[str, Any] = section_field("loss")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> NestConfig:
+        pre, enc, msk, qnt, dec, lss = self.preprocessor, self.encoder, self.masking, self.quantizer, self.decoder, self.loss
+
+        def same(a: str, va: Any, b: str, vb: Any) -> None:
+            if va is not None and vb is not None and va != vb:
+                raise ValueError(f"{a} ({va}) must equal {b} ({vb})")
+
+        same("preprocessor.sample_rate", _value(pre, "sample_rate"), "sample_rate", self.sample_rate)
+        feats = _value(pre, "features")
+        same("encoder.feat_in", _value(enc, "feat_in"), "preprocessor.features", feats)
+        factor = _value(enc, "subsampling_factor")
+        d_model = _value(enc, "d_model")
+        feat_out = _value(enc, "feat_out")
+        enc_out = feat_out if isinstance(feat_out, int) and feat_out > 0 else d_model
+        if self.mask_position == "pre_conv":
+            same("masking.feat_in", _value(msk, "feat_in"), "preprocessor.features", feats)
+            same("quantizer.feat_in", _value(qnt, "feat_in"), "preprocessor.features", feats)
+            same("quantizer.combine_time_steps", _value(qnt, "combine_time_steps"), "encoder.subsampling_factor", factor)
+            same("loss.combine_time_steps", _value(lss, "combine_time_steps"), "encoder.subsampling_factor", factor)
+            block = _value(msk, "block_size")
+            if isinstance(block, int) and isinstance(factor, int) and block < factor:
+                raise ValueError(f"masking.block_size ({block}) is shorter than one token ({factor} frames): no token could ever be masked")
+        same("quantizer.num_classes", _value(qnt, "num_classes"), "num_classes", self.num_classes)
+        same("decoder.num_classes", _value(dec, "num_classes"), "num_classes", self.num_classes)
+        same("quantizer.code_dim", _value(qnt, "code_dim"), "code_dim", self.code_dim)
+        same("quantizer.num_books", _value(qnt, "num_books"), "num_books", self.num_books)
+        same("decoder.num_decoders", _value(dec, "num_decoders"), "num_books", self.num_books)
+        if lss.get("name") == "mlm" and self.num_books != 1:
+            raise ValueError(f"loss 'mlm' handles one codebook; use 'multi_mlm' for num_books={self.num_books}")
+        same("loss.num_decoders", _value(lss, "num_decoders"), "num_books", self.num_books)
+        same("decoder.feat_in", _value(dec, "feat_in"), "the encoder output size", enc_out)
+        same("quantizer.squeeze_single", _value(qnt, "squeeze_single"), "squeeze_single", self.squeeze_single)
+        same("decoder.squeeze_single", _value(dec, "squeeze_single"), "squeeze_single", self.squeeze_single)
+        return self
+
+
+class NestModel(nn.Module):
+    """preprocessor -> (quantizer on clean | masking + encoder on noisy) -> decoder -> loss."""
+
+    def __init__(
+        self,
+        *,
+        preprocessor: nn.Module,
+        encoder: nn.Module,
+        quantizer: nn.Module,
+        masking: nn.Module,
+        decoder: nn.Module,
+        loss: nn.Module,
+        mask_position: str = "pre_conv",
+    ) -> None:
+        super().__init__()
+        self.preprocessor = preprocessor
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.masking = masking
+        self.decoder = decoder
+        self.loss = loss
+        self.mask_position = mask_position
+
+    def forward(
+        self,
+        audio: Tensor,
+        audio_len: Tensor,
+        noisy_audio: Tensor | None = None,
+        noisy_audio_len: Tensor | None = None,
+        apply_mask: bool = True,
+    ) -> NestOutput:
+        """audio (B, T) clean, noisy_audio (B, T) or None (then the clean audio is the input)."""
+        feats, feats_len = self.preprocessor(audio, audio_len)
+        if noisy_audio is None:
+            noisy, noisy_len = feats, feats_len
+        else:
+            noisy, noisy_len = self.preprocessor(noisy_audio, audio_len if noisy_audio_len is None else noisy_audio_len)
+        if self.mask_position == "pre_conv":
+            tokens = self.quantizer(feats)
+            masked, masks = self._mask(noisy, noisy_len, apply_mask)
+            encoded, encoded_len = self.encoder(masked, noisy_len)
+            frames = noisy_len
+        else:
+            with torch.no_grad():
+                clean_sub, _ = self.encoder.subsample(feats, feats_len)
+                tokens = self.quantizer(clean_sub.transpose(1, 2))
+            # As in NeMo, the masked path is detached: the subsampling is not trained by this loss.
+            sub, frames = self.encoder.subsample(noisy, noisy_len)
+            masked, masks = self._mask(sub.detach().transpose(1, 2), frames, apply_mask)
+            encoded, encoded_len, _ = self.encoder.encode(masked.transpose(1, 2), frames)
+        log_probs = self.decoder(encoded)
+        loss = self.loss(masks=masks, log_probs=log_probs, tokens=tokens, encoded_len=encoded_len)
+        accuracy = self.loss.accuracy(masks, log_probs.detach(), tokens) if hasattr(self.loss, "accuracy") else loss.new_zeros(())
+        masked_fraction = masks[:, 0, :].detach().float().sum() / frames.sum().clamp_min(1)
+        return NestOutput(loss, log_probs, encoded, encoded_len, masks, tokens, accuracy, masked_fraction)
+
+    def _mask(self, feats: Tensor, lengths: Tensor, apply_mask: bool) -> tuple[Tensor, Tensor]:
+        if apply_mask:
+            return self.masking(feats, lengths)
+        return feats, torch.zeros_like(feats)
+
+    @torch.no_grad()
+    def extract(
+        self, audio: Tensor, audio_len: Tensor, layers: Sequence[int] | None = None
+    ) -> tuple[list[Tensor], Tensor]:
+        """Encoder features in eval mode, no masking: the outputs (B, d_model, T') of the blocks
+        ``layers`` (0-based; negatives count from the end; None: the final encoder output)."""
+        was_training = self.training
+        self.eval()
+        try:
+            feats, feats_len = self.preprocessor(audio, audio_len)
+            if layers is None:
+                encoded, lengths = self.encoder(feats, feats_len)
+                return [encoded], lengths
+            return self.encoder.forward_layers(feats, feats_len, list(layers))
+        finally:
+            self.train(was_training)
+
+
+def post_conv_sections(
+    sections: dict[str, dict[str, Any]], d_model: int, factor: int
+) -> dict[str, dict[str, Any]]:
+    """NeMo's adjustments for post-conv masking: quantizer and masking work on d_model-sized
+    subsampled frames, blocks shrink by the subsampling factor, one frame per token."""
+    out = copy.deepcopy(sections)
+    out["quantizer"].update(feat_in=d_model, combine_time_steps=1)
+    out["masking"]["feat_in"] = d_model
+    out["masking"]["block_size"] = max(1, int(_value(out["masking"], "block_size") or 1) // factor)
+    out["loss"]["combine_time_steps"] = 1
+    return out
+
+
+def build_nest(
+    *,
+    sample_rate: int,
+    num_classes: int,
+    num_books: int,
+    code_dim: int,
+    squeeze_single: bool,
+    mask_position: str,
+    preprocessor: dict[str, Any],
+    masking: dict[str, Any],
+    quantizer: dict[str, Any],
+    encoder: dict[str, Any],
+    decoder: dict[str, Any],
+    loss: dict[str, Any],
+) -> NestModel:
+    """Build each component section through the registry and compose them."""
+    sections = {"preprocessor": preprocessor, "masking": masking, "quantizer": quantizer,
+                "encoder": encoder, "decoder": decoder, "loss": loss}
+    if mask_position == "post_conv":
+        sections = post_conv_sections(sections, int(_value(encoder, "d_model")), int(_value(encoder, "subsampling_factor")))
+    built = {kind: nestkit.build(kind, section) for kind, section in sections.items()}
+    return NestModel(**built, mask_position=mask_position)
+
+
+def components() -> list[Component]:
+    return [
+        Component(
+            kind="model", name="nest", factory=build_nest, config=NestConfig,
+            summary="NEST denoising masked-token prediction (BEST-RQ targets), NeMo-compatible",
+        )
+    ]

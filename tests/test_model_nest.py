@@ -1,0 +1,107 @@
+"""The NEST model: outputs, sizes against NeMo's NEST-L, extraction, post-conv masking, recipes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import nestkit
+from nestkit.models.nest import NestOutput
+
+from _nemo_ref import ROOT, reference_file
+from test_model_components import nest_section
+
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+
+
+def audio_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    lengths = torch.tensor([16000, 11000, 7000])
+    audio = torch.randn(3, 16000) * 0.1 * (torch.arange(16000)[None, :] < lengths[:, None])
+    return audio, lengths
+
+
+def test_forward_outputs_and_metrics() -> None:
+    model = nestkit.build("model", nest_section(subsampling_conv_channels=8)).train()
+    audio, lengths = audio_batch()
+    out = model(audio, lengths, audio + 0.01 * torch.randn_like(audio), lengths)
+    assert isinstance(out, NestOutput)
+    assert out.masks.shape == (3, 16, 112) and out.encoded.shape == (3, 32, 14)
+    assert out.log_probs.shape == (3, 14, 32, 1) and out.tokens.shape == (3, 14, 1)
+    assert out.encoded_len.tolist() == [13, 9, 6]
+    assert torch.isfinite(out.loss) and out.loss.requires_grad
+    assert 0 <= out.accuracy.item() <= 1 and out.accuracy.dim() == 0
+    expected_fraction = out.masks[:, 0].sum() / torch.tensor([100, 68, 43]).sum()
+    torch.testing.assert_close(out.masked_fraction, expected_fraction)
+    out.loss.backward()
+    assert model.quantizer.proj.weight.grad is None and model.masking.mask_embedding.grad is None
+    assert model.encoder.layers[0].self_attn.qkv.weight.grad is not None
+
+
+def test_forward_without_noisy_audio_and_without_mask() -> None:
+    model = nestkit.build("model", nest_section()).eval()
+    audio, lengths = audio_batch()
+    with torch.no_grad():
+        out = model(audio, lengths, apply_mask=False)
+        feats, feats_len = model.preprocessor(audio, lengths)
+        encoded, _ = model.encoder(feats, feats_len)
+    torch.testing.assert_close(out.encoded, encoded)
+    assert out.loss.item() == 0.0 and out.masked_fraction.item() == 0.0
+
+
+def test_extract_returns_layers_in_eval_mode() -> None:
+    section = nest_section()
+    section["encoder"] = {**section["encoder"], "n_layers": 3}
+    model = nestkit.build("model", section).train()
+    audio, lengths = audio_batch()
+    layers, lens = model.extract(audio, lengths, layers=[0, 2])
+    final, lens2 = model.extract(audio, lengths)
+    assert model.training  # mode restored
+    assert [t.shape for t in layers] == [torch.Size([3, 32, 14])] * 2
+    assert torch.equal(layers[1], final[0]) and torch.equal(lens, lens2)
+
+
+def test_post_conv_masking_trains() -> None:
+    section = nest_section(subsampling_conv_channels=8)
+    section["mask_position"] = "post_conv"
+    model = nestkit.build("model", section).train()
+    assert model.quantizer.proj.in_features == 32 and model.loss.combine_time_steps == 1
+    assert model.masking.mask_embedding.shape == (32,)
+    audio, lengths = audio_batch()
+    torch.manual_seed(3)
+    model.masking.mask_prob = 0.3
+    out = model(audio, lengths)
+    assert out.masks.shape == (3, 32, 14) and out.tokens.shape == (3, 14, 1)
+    assert out.masks.any() and torch.isfinite(out.loss) and out.loss.item() > 0
+    out.loss.backward()
+
+
+def test_nest_large_sizes_match_nemo() -> None:
+    ref = json.loads(reference_file("nest_large_state_dict.json").read_text())
+    model = nestkit.build_model(ROOT / "recipes/nest_fast_conformer.yaml")
+    params = list(model.parameters())
+    assert sum(p.numel() for p in params) == ref["total_parameters"] == 113_106_000
+    assert sum(p.numel() for p in params if p.requires_grad) == ref["trainable_parameters"] == 112_964_608
+    names = {"preprocessor": "preprocessor", "encoder": "encoder", "quantizer": "quantizer",
+             "mask_processor": "masking", "decoder": "decoder", "loss": "loss"}
+    for nemo_name, ours in names.items():
+        module = getattr(model, ours)
+        counts = ref["per_module"][nemo_name]
+        assert sum(p.numel() for p in module.parameters()) == counts["parameters"], nemo_name
+        assert sum(p.numel() for p in module.parameters() if p.requires_grad) == counts["trainable"], nemo_name
+        assert sum(b.numel() for b in module.buffers()) == counts["buffer_elements"], nemo_name
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_recipe_validates(path: Path) -> None:
+    recipe = nestkit.load_recipe(path)
+    assert recipe.model_config.mask_position == "pre_conv"
+    assert path.read_text().startswith(f"# nestkit train {path.relative_to(ROOT)}")
+
+
+def test_demo_model_builds_small() -> None:
+    model = nestkit.build_model(ROOT / "recipes/nest_demo.yaml")
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
