@@ -1,0 +1,78 @@
+"""`nestkit train RECIPE [OVERRIDES...]` and `nestkit export-encoder CKPT OUT`.
+
+torch is imported inside the commands so ``nestkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    overrides: list[str] | None = typer.Argument(None, help="dotted.key=value overrides, e.g. trainer.max_steps=100."),
+    devices: str | None = typer.Option(
+        None, "--devices", help="'auto' (every GPU, else the CPU), 'cpu', or N processes on this machine (overrides trainer.devices)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    """Pretrain a model from a recipe: checkpoints, TensorBoard logs and the resolved recipe go to
+    exp_manager.exp_dir/name (default ./nest_experiments/<recipe name>). A rerun continues from
+    the last checkpoint (exp_manager.resume_if_exists). Ctrl-C saves a checkpoint and stops.
+
+    Examples:
+
+        nestkit train recipes/nest_demo.yaml
+
+        nestkit train recipes/nest_demo.yaml trainer.max_steps=200 trainer.log_every_n_steps=20
+
+        nestkit train recipes/nest_fast_conformer.yaml --devices 8 model.train_ds.manifest_filepath=train.json
+
+        torchrun --nnodes 2 --nproc-per-node 8 -m nestkit.cli.main train recipes/nest_fast_conformer.yaml
+
+        tensorboard --logdir nest_experiments
+    """
+    if debug:
+        os.environ["NESTKIT_DEBUG"] = "1"
+    from nestkit.cli.common import loaded_registry
+    from nestkit.recipe import load_recipe
+    from nestkit.train import distributed
+
+    resolved = load_recipe(recipe, overrides or (), registry=loaded_registry())
+    wanted = distributed.parse_devices(devices) if devices is not None else resolved.trainer.devices
+    if not distributed.launched_by_torchrun():
+        nproc = distributed.wanted_processes(wanted, resolved.trainer.accelerator)
+        if nproc > 1:
+            argv = ["train", str(recipe), *(overrides or [])]
+            code = distributed.relaunch(nproc, argv)
+            if code:
+                raise typer.Exit(code)
+            return
+    from nestkit.train.loop import train as run
+
+    result = run(resolved, devices=wanted)
+    if result.stopped_by:
+        raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)
+
+
+def export_encoder(
+    ckpt: Path = typer.Argument(..., help="A nestkit training checkpoint (e.g. .../checkpoints/last.ckpt)."),
+    out: Path = typer.Argument(..., help="Where to write the encoder (a .pt file)."),
+) -> None:
+    """Write the encoder's weights and its config from a training checkpoint, for fine-tuning.
+
+    The output is readable with torch.load(path, weights_only=True):
+    {"encoder_state_dict": ..., "encoder_config": {...}, "recipe": "...", "step": N}.
+
+    Examples:
+
+        nestkit export-encoder nest_experiments/nest_demo/checkpoints/last.ckpt encoder.pt
+    """
+    from nestkit.train.export import export_encoder as write
+
+    path, n = write(ckpt, out)
+    print(f"wrote {path}: {n} encoder tensors", file=sys.stdout)

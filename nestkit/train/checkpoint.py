@@ -1,0 +1,142 @@
+"""Checkpoint files: atomic writes, safe loading, and which ones to keep.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so
+``torch.load(weights_only=True)`` reads it and no code runs on load. Writes go to a temporary
+file in the same folder, are flushed to disk, then renamed over the target: a crash or a full
+disk mid-write leaves the previous file untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nestkit.errors import CheckpointError
+
+FORMAT = "nestkit-checkpoint"
+VERSION = 1
+LAST = "last.ckpt"
+_BEST = re.compile(r"^best-step=(\d+)-val_loss=([-+0-9.eEinfa]+)\.ckpt$")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    return text[:160] or type(exc).__name__
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` with ``torch.save`` so ``path`` is either the old file or the complete new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise CheckpointError(f"cannot write checkpoint {path}: {_reason(exc)}") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a nestkit checkpoint on the CPU without running any code from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user-facing error
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {_reason(exc)}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise CheckpointError(f"{path} is not a nestkit checkpoint (no '{FORMAT}' header)")
+    return state
+
+
+def model_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model state dict inside a checkpoint."""
+    return state["model"]
+
+
+@dataclass
+class CheckpointKeeper:
+    """Decides file names and keeps the best ``save_top_k`` by validation loss, plus ``last``."""
+
+    folder: Path
+    save_top_k: int = 1
+    mode: str = "min"
+
+    def best(self) -> list[tuple[float, int, Path]]:
+        """(val_loss, step, path) of the kept best checkpoints, best first."""
+        found = []
+        if self.folder.is_dir():
+            for path in self.folder.iterdir():
+                match = _BEST.match(path.name)
+                if match:
+                    found.append((float(match.group(2)), int(match.group(1)), path))
+        found.sort(key=lambda t: (t[0] if self.mode == "min" else -t[0], t[1]))
+        return found
+
+    @property
+    def last(self) -> Path:
+        return self.folder / LAST
+
+    def step_path(self, step: int) -> Path:
+        return self.folder / f"step={step:08d}.ckpt"
+
+    def save_last(self, state: dict[str, Any]) -> Path:
+        atomic_save(state, self.last)
+        return self.last
+
+    def save_step(self, state: dict[str, Any], step: int) -> Path:
+        path = self.step_path(step)
+        atomic_save(state, path)
+        return path
+
+    def save_best(self, state: dict[str, Any], step: int, val_loss: float) -> Path | None:
+        """Keep ``state`` when it ranks among the best ``save_top_k``; drop the ones it displaces."""
+        if self.save_top_k == 0 or val_loss != val_loss:  # NaN never ranks
+            return None
+        kept = self.best()
+        key = val_loss if self.mode == "min" else -val_loss
+        if self.save_top_k > 0 and len(kept) >= self.save_top_k:
+            worst = kept[self.save_top_k - 1]
+            if key >= (worst[0] if self.mode == "min" else -worst[0]):
+                return None
+        path = self.folder / f"best-step={step:08d}-val_loss={val_loss:.6g}.ckpt"
+        atomic_save(state, path)
+        if self.save_top_k > 0:
+            for _, _, old in self.best()[self.save_top_k:]:
+                old.unlink(missing_ok=True)
+        return path
+
+
+def find_resume(folder: Path) -> Path | None:
+    """The checkpoint a restarted run continues from: ``last.ckpt`` when present."""
+    last = folder / LAST
+    return last if last.is_file() else None

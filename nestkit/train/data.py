@@ -1,0 +1,47 @@
+"""Which datasets a run trains and validates on, with the bundled demo data as the fallback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nestkit.data.config import DatasetConfig
+
+
+@dataclass(frozen=True)
+class Datasets:
+    train: DatasetConfig
+    validation: DatasetConfig | None
+    note: str = ""
+
+
+def _demo() -> dict[str, str]:
+    """Paths of the bundled demo manifests: train, validation, noise."""
+    try:
+        from nestkit.data import demo_manifests
+    except ImportError:
+        folder = Path(__file__).resolve().parent.parent / "demo_data"
+        return {
+            "train": str(folder / "train_manifest.json"),
+            "validation": str(folder / "val_manifest.json"),
+            "noise": str(folder / "noise_manifest.json"),
+        }
+    train, validation, noise = demo_manifests()
+    return {"train": str(train), "validation": str(validation), "noise": str(noise)}
+
+
+def resolve_datasets(recipe: Any) -> Datasets:
+    """The recipe's datasets; a null ``train_ds.manifest_filepath`` means the bundled demo data."""
+    train = recipe.train_ds or DatasetConfig()
+    val = recipe.validation_ds
+    if train.manifest_filepath is not None:
+        return Datasets(train, val if val is not None and val.manifest_filepath is not None else None)
+    demo = _demo()
+    train = train.model_copy(update={"manifest_filepath": demo["train"], "noise_manifest": train.noise_manifest or demo["noise"]})
+    val_base = val or DatasetConfig(batch_size=train.batch_size, shuffle=False)
+    if val_base.manifest_filepath is None:
+        val = val_base.model_copy(update={"manifest_filepath": demo["validation"], "noise_manifest": val_base.noise_manifest or demo["noise"]})
+    else:
+        val = val_base
+    return Datasets(train, val, note=f"model.train_ds.manifest_filepath is null: using the bundled demo data ({Path(demo['train']).parent})")

@@ -1,0 +1,138 @@
+"""The training loop on a tiny stand-in model: convergence, checkpoints, resume, faults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from nestkit.errors import CheckpointError, NestkitError
+from nestkit.train import checkpoint as ckpt
+from nestkit.train.loop import Trainer
+
+from _train_fakes import FakeModel, loader_factory, recipe
+
+
+def _train(rec, **kw):
+    rec.optimizer_section["lr"] = 0.05
+    torch.manual_seed(0)
+    return Trainer(rec, model=FakeModel(), loader_factory=loader_factory(), announce=lambda s: None, **kw).run()
+
+
+def _events(folder: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_trains_checkpoints_and_logs(tmp_path: Path) -> None:
+    result = _train(recipe(tmp_path, max_steps=24))
+    assert result.steps == 24 and result.epochs == 1  # 96 items / 4 = 24 batches per epoch
+    folder = tmp_path / "run"
+    assert (folder / "recipe.yaml").read_text().startswith("name: fake")
+    assert result.last_checkpoint == folder / "checkpoints" / "last.ckpt"
+    assert len(result.best_checkpoints) == 1 and "val_loss=" in result.best_checkpoints[0].name
+    state = ckpt.load_checkpoint(result.last_checkpoint)
+    assert state["step"] == 24 and state["per_rank"][0]["loader"] == {"epoch": 0, "pos": 24}
+    scalars = _events(folder / "tensorboard")
+    for tag in ("train_loss", "val_loss", "learning_rate", "grad_norm", "masked_accuracy", "masked_fraction",
+                "audio_seconds_per_second", "data_wait_fraction", "skipped_items/too_short", "nonfinite_steps"):
+        assert tag in scalars, tag
+    assert len(scalars["val_loss"]) == 6
+    assert scalars["train_loss"][-1] < 0.5 * scalars["train_loss"][0]
+    assert scalars["masked_accuracy"][-1] > scalars["masked_accuracy"][0]
+    assert scalars["learning_rate"][0] < scalars["learning_rate"][2]  # noam warmup, then decay
+    assert abs(scalars["masked_fraction"][0] - 0.3) < 1e-6
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    full = _train(recipe(tmp_path / "a", max_steps=30, accumulate_grad_batches=2, gradient_clip_val=1.0))
+    _train(recipe(tmp_path / "b", max_steps=8, accumulate_grad_batches=2, gradient_clip_val=1.0))
+    resumed = _train(recipe(tmp_path / "b", max_steps=30, accumulate_grad_batches=2, gradient_clip_val=1.0))
+    assert full.epochs == resumed.epochs == 3  # 12 steps per epoch: resume crosses epoch boundaries
+    a = ckpt.load_checkpoint(full.last_checkpoint)
+    b = ckpt.load_checkpoint(resumed.last_checkpoint)
+    assert a["step"] == b["step"] == 30
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_nonfinite_steps_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NESTKIT_FAULT_NONFINITE_STEPS", "3,4")
+    result = _train(recipe(tmp_path, max_steps=6))
+    assert result.nonfinite_steps == 2
+    state = ckpt.load_checkpoint(result.last_checkpoint)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert state["scheduler"]["last_epoch"] == 4  # 6 steps, 2 skipped: the schedule advanced 4 times
+
+
+def test_too_many_nonfinite_steps_abort_with_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NESTKIT_FAULT_NONFINITE_STEPS", "3,4,5")
+    with pytest.raises(NestkitError, match="3 consecutive non-finite steps") as info:
+        _train(recipe(tmp_path, max_steps=10, max_nonfinite_steps=3))
+    assert "\n" not in str(info.value)
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert state["step"] == 5 and all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_corrupt_checkpoint_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    rec = recipe(tmp_path, max_steps=2)
+    rec.exp_manager.resume_from_checkpoint = str(bad)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as info:
+        _train(rec)
+    assert "\n" not in str(info.value)
+
+
+def test_pickled_objects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.ckpt"
+    torch.save({"format": ckpt.FORMAT, "model": {}, "x": Path("/")}, path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        ckpt.load_checkpoint(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_exp_dir(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(CheckpointError, match="cannot write to the experiment folder"):
+        _train(recipe(locked, max_steps=2))
+
+
+def test_unwritable_exp_dir_as_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointError, match="cannot write to the experiment folder") as info:
+        _train(recipe(blocker, max_steps=2))
+    assert "\n" not in str(info.value)
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "last.ckpt"
+    ckpt.atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.ones(3)}}, target)
+
+    def full_disk(obj, handle, *a, **k):
+        handle.write(b"partial bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        ckpt.atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.zeros(3)}}, target)
+    monkeypatch.undo()
+    assert torch.equal(ckpt.load_checkpoint(target)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_keeper_keeps_top_k(tmp_path: Path) -> None:
+    keeper = ckpt.CheckpointKeeper(tmp_path, save_top_k=2)
+    state = {"format": ckpt.FORMAT, "model": {}}
+    for step, loss in [(1, 3.0), (2, 2.0), (3, 2.5), (4, 4.0), (5, 1.0)]:
+        keeper.save_best(state, step, loss)
+    assert [(l, s) for l, s, _ in keeper.best()] == [(1.0, 5), (2.0, 2)]
+    assert len(list(tmp_path.iterdir())) == 2
