@@ -178,3 +178,66 @@ def recipe_from_nemo_config(cfg: Mapping[str, Any] | str) -> dict[str, Any]:
         model["optim"] = optim
     recipe: dict[str, Any] = {"name": full.get("name", "nest"), "model": model}
     return recipe
+
+
+_NEMO_CLASSES = {
+    "mel_spectrogram": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+    "random_block": "nemo.collections.asr.modules.RandomBlockMasking",
+    "random_projection": "nemo.collections.asr.modules.RandomProjectionVectorQuantizer",
+    "fast_conformer": "nemo.collections.asr.modules.ConformerEncoder",
+    "multi_softmax": "nemo.collections.asr.modules.MultiSoftmaxDecoder",
+    "multi_mlm": "nemo.collections.asr.losses.MultiMLMLoss",
+    "mlm": "nemo.collections.asr.losses.MLMLoss",
+    "multi_speaker_noise": "nemo.collections.asr.modules.ssl_modules.MultiSpeakerNoiseAugmentation",
+    "speaker_noise": "nemo.collections.asr.modules.ssl_modules.SpeakerNoiseAugmentation",
+}
+NEMO_MODEL_CLASS = "nemo.collections.asr.models.ssl_models.EncDecDenoiseMaskedTokenPredModel"
+_UNUSED_SPEC_AUGMENT = {
+    "_target_": "nemo.collections.asr.modules.SpectrogramAugmentation",
+    "freq_masks": 0,
+    "time_masks": 0,
+    "freq_width": 27,
+    "time_width": 0.05,
+}
+
+
+def _targeted(section: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A nestkit ``name:`` section as a NeMo ``_target_`` section."""
+    section = dict(section)
+    name = str(section.pop("name", "")).rpartition(":")[2]
+    if name not in _NEMO_CLASSES:
+        raise RecipeError(f"component '{name}' has no NeMo equivalent", key=key)
+    return {"_target_": _NEMO_CLASSES[name], **section}
+
+
+def nemo_config_from_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """NeMo's ``model`` config (as a ``.nemo`` archive stores it) for a resolved nestkit recipe.
+
+    The inverse of :func:`recipe_from_nemo_config` for the model section: ``name:`` becomes
+    ``_target_`` with NeMo's class path, the scheduler gets NeMo's class name, and NeMo's
+    unused ``spec_augment`` section (required by its constructor) is added.
+    """
+    model_in = dict(recipe["model"])
+    model: dict[str, Any] = {"target": NEMO_MODEL_CLASS}
+    for key in _MODEL_KEYS:
+        if key in model_in:
+            model[key] = model_in[key]
+    for key in ("train_ds", "validation_ds"):
+        if isinstance(model_in.get(key), Mapping):
+            dataset = dict(model_in[key])
+            if isinstance(dataset.get("batch_augmentor"), Mapping):
+                dataset["batch_augmentor"] = _targeted(dataset["batch_augmentor"], f"model.{key}.batch_augmentor")
+            model[key] = dataset
+    for key in _COMPONENT_KEYS:
+        model[key] = _targeted(model_in[key], f"model.{key}")
+        if key == "preprocessor":
+            model["spec_augment"] = dict(_UNUSED_SPEC_AUGMENT)
+    optim = model_in.get("optim")
+    if isinstance(optim, Mapping):
+        optim = copy.deepcopy(dict(optim))
+        sched = optim.get("sched")
+        if isinstance(sched, Mapping):
+            back = {v: k for k, v in _SCHEDULERS.items()}
+            optim["sched"] = {**sched, "name": back.get(str(sched.get("name")), sched.get("name"))}
+        model["optim"] = optim
+    return model

@@ -99,3 +99,40 @@ def write_nemo_archive(path: str | Path, config: dict[str, Any], state_dict: dic
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: cannot write archive ({exc.strerror or exc})") from None
     return path
+
+
+def import_nemo(archive: str | Path, out: str | Path) -> tuple[Path, Path]:
+    """Convert a NeMo NEST ``.nemo`` archive into a nestkit checkpoint plus an equivalent recipe
+    (``OUT`` and ``OUT`` with suffix ``.yaml``). Returns both paths."""
+    from nestkit import build_model
+    from nestkit.errors import NestkitError
+    from nestkit.interop.nemo import load_nemo_state_dict, recipe_from_nemo_config
+    from nestkit.pretrained import save_model
+    from nestkit.recipe import load_recipe
+
+    config, state = read_nemo_archive(archive)
+    config = {k: v for k, v in config.items() if k not in ("target", "nemo_version")}
+    try:
+        data = recipe_from_nemo_config(config)
+        recipe = load_recipe(data)
+    except NestkitError as err:
+        raise CheckpointError(f"{archive}: its model config cannot be converted ({err})") from None
+    model = build_model(recipe)
+    load_nemo_state_dict(model, state)
+    out = Path(out)
+    recipe_path = out.with_suffix(".yaml")
+    save_model(out, model, recipe)
+    recipe_path.write_text(
+        f"# converted from {Path(archive).name} by `nestkit import-nemo`\n" + yaml.safe_dump(recipe.data, sort_keys=False)
+    )
+    return out, recipe_path
+
+
+def export_nemo(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a nestkit checkpoint as a ``.nemo`` archive that NeMo's
+    ``EncDecDenoiseMaskedTokenPredModel`` (and ``init_from_nemo_model``) loads."""
+    from nestkit.interop.nemo import nemo_config_from_recipe, to_nemo_state_dict
+    from nestkit.pretrained import load_model
+
+    model, recipe = load_model(checkpoint)
+    return write_nemo_archive(out, nemo_config_from_recipe(recipe.data), to_nemo_state_dict(model))

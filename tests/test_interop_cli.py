@@ -1,0 +1,126 @@
+"""NeMo archives and configs through the real CLI: import, export, round trip, config conversion;
+and feature extraction from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import nestkit
+from _nemo_ref import reference_file
+from conftest import RECIPES, run_nestkit
+from nestkit.data import demo_manifests
+from nestkit.interop.nemo_archive import read_nemo_archive, write_nemo_archive
+from nestkit.pretrained import load_model, save_model
+
+
+@pytest.fixture(scope="module")
+def ref() -> dict:
+    return torch.load(reference_file("parity_small.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def nemo_file(ref: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A .nemo archive as NeMo writes it, built from the fixture's config and weights."""
+    config = yaml.safe_load(ref["model_cfg_yaml"])
+    config["target"] = "nemo.collections.asr.models.ssl_models.EncDecDenoiseMaskedTokenPredModel"
+    config["nemo_version"] = "3.0.0"
+    return write_nemo_archive(tmp_path_factory.mktemp("nemo") / "small.nemo", config, ref["state_dict"])
+
+
+def test_import_nemo_reproduces_log_probs(ref: dict, nemo_file: Path, tmp_path: Path) -> None:
+    result = run_nestkit("import-nemo", str(nemo_file), str(tmp_path / "small.ckpt"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "small.yaml").exists()
+    model, recipe = load_model(tmp_path / "small.ckpt")
+    assert recipe.data["model"]["encoder"]["n_layers"] == 2
+    with torch.no_grad():
+        encoded, _ = model.encoder(ref["eval_masked_feats"], ref["feats_noisy_len"])
+        log_probs = model.decoder(encoded)
+    torch.testing.assert_close(log_probs, ref["eval_log_probs"], atol=1e-4, rtol=1e-4)
+    # the written recipe validates on its own
+    assert run_nestkit("validate", str(tmp_path / "small.yaml"), "-q").returncode == 0
+
+
+def test_export_then_import_round_trip(ref: dict, nemo_file: Path, tmp_path: Path) -> None:
+    assert run_nestkit("import-nemo", str(nemo_file), str(tmp_path / "a.ckpt")).returncode == 0
+    result = run_nestkit("export-nemo", str(tmp_path / "a.ckpt"), str(tmp_path / "b.nemo"))
+    assert result.returncode == 0, result.stderr
+    config, state = read_nemo_archive(tmp_path / "b.nemo")
+    assert list(state) == list(ref["state_dict"])  # same keys, in NeMo's order
+    for key, value in ref["state_dict"].items():
+        assert state[key].shape == value.shape and state[key].dtype == value.dtype
+        assert torch.equal(state[key], value), key
+    assert config["target"].endswith("EncDecDenoiseMaskedTokenPredModel")
+    assert config["encoder"]["_target_"] == "nemo.collections.asr.modules.ConformerEncoder"
+    assert config["spec_augment"]["freq_masks"] == 0
+    original = yaml.safe_load(ref["model_cfg_yaml"])
+    for key in ("encoder", "decoder", "quantizer", "masking", "preprocessor", "loss"):
+        assert {k: v for k, v in config[key].items()} == original[key], key
+    assert run_nestkit("import-nemo", str(tmp_path / "b.nemo"), str(tmp_path / "c.ckpt")).returncode == 0
+    first, second = torch.load(tmp_path / "a.ckpt", weights_only=True), torch.load(tmp_path / "c.ckpt", weights_only=True)
+    assert first["model"].keys() == second["model"].keys()
+    assert all(torch.equal(first["model"][k], second["model"][k]) for k in first["model"])
+    assert yaml.safe_load(first["recipe"]) == yaml.safe_load(second["recipe"])
+
+
+def test_import_refuses_a_non_nest_archive(tmp_path: Path) -> None:
+    bad = write_nemo_archive(tmp_path / "ctc.nemo", {"encoder": {"_target_": "nemo.x.ConformerEncoder"}}, {})
+    result = run_nestkit("import-nemo", str(bad), str(tmp_path / "x.ckpt"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "cannot be converted" in result.stderr
+
+
+def test_convert_nemo_training_config(ref: dict, tmp_path: Path) -> None:
+    model = yaml.safe_load(ref["model_cfg_yaml"])
+    model["train_ds"] = {"manifest_filepath": "???", "sample_rate": "${model.sample_rate}", "batch_size": 8,
+                         "is_concat": False, "bucketing_strategy": "synced_randomized"}
+    config = {
+        "name": "NEST-small",
+        "model": model,
+        "trainer": {"devices": -1, "max_steps": -1, "strategy": "ddp_find_unused_parameters_true",
+                    "enable_progress_bar": True, "precision": 32},
+        "exp_manager": {"exp_dir": None, "name": "${name}", "resume_if_exists": True},
+    }
+    source = tmp_path / "nemo.yaml"
+    source.write_text(yaml.safe_dump(config))
+    result = run_nestkit("convert-nemo-config", str(source), str(tmp_path / "nest.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "note: trainer.enable_progress_bar has no nestkit equivalent" in result.stdout
+    assert "note: model.train_ds.is_concat has no nestkit equivalent; dropped" in result.stdout
+    recipe = nestkit.load_recipe(tmp_path / "nest.yaml")
+    assert recipe.trainer.devices == "auto" and recipe.trainer.strategy == "ddp"
+    assert recipe.exp_manager.name == "NEST-small"
+    assert recipe.train_ds is not None and recipe.train_ds.manifest_filepath is None
+    assert recipe.data["model"]["encoder"]["d_model"] == 64
+
+
+def test_extract_writes_one_file_per_utterance(tmp_path: Path) -> None:
+    model = nestkit.build_model(RECIPES / "nest_demo.yaml")
+    save_model(tmp_path / "demo.ckpt", model, nestkit.load_recipe(RECIPES / "nest_demo.yaml"))
+    _, val, _ = demo_manifests()
+    out = tmp_path / "feats"
+    result = run_nestkit("extract", str(tmp_path / "demo.ckpt"), str(val), str(out), "--layer", "0", "--layer", "-1",
+                         "--batch-seconds", "20")
+    assert result.returncode == 0, result.stderr
+    index = [json.loads(line) for line in (out / "features_manifest.json").read_text().splitlines()]
+    lines = [json.loads(line) for line in Path(val).read_text().splitlines()]
+    assert len(index) == len(lines) == len(list(out.glob("*.npy")))
+    loaded, recipe = load_model(tmp_path / "demo.ckpt")
+    d_model = recipe.data["model"]["encoder"]["d_model"]
+    from nestkit.data.audio import read_audio
+
+    for entry in index[:5]:  # each utterance alone gives the same frames and values as in its batch
+        audio = read_audio(entry["audio_filepath"], sample_rate=16000)
+        with torch.no_grad():
+            alone, length = loaded.extract(audio[None], torch.tensor([audio.shape[0]]), layers=[0, -1])
+        feats = np.load(out / entry["feature_filepath"])
+        assert feats.shape == (2, int(length[0]), d_model) and entry["frames"] == int(length[0])
+        expected = torch.stack(alone)[:, 0, :, : int(length[0])].transpose(1, 2).numpy()
+        np.testing.assert_allclose(feats, expected, atol=1e-4, rtol=1e-4)
