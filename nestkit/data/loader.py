@@ -112,6 +112,9 @@ class AudioLoader:
             worker_init_fn=_worker_init if workers else None,
             persistent_workers=workers > 0 and sampler is not None,
             prefetch_factor=4 if workers else None,
+            # Its own generator: iterating must never draw from torch's global RNG, or a run resumed
+            # mid-epoch would diverge from an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.seed + 7919 * self.rank),
         )
 
     # ------------------------------------------------------------------ epoch and resume state

@@ -305,7 +305,7 @@ class Trainer:
             return None
         if hasattr(self.val_loader, "set_epoch"):
             self.val_loader.set_epoch(0)  # every validation sees the same batches from the start
-        for i, batch in enumerate(self._iterate(self.val_loader)):
+        for i, batch in enumerate(self.val_loader):
             if n_batches is not None and i >= n_batches:
                 break
             batch = batch.to(self.info.device, non_blocking=True)
@@ -325,22 +325,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
 
-    @staticmethod
-    def _iterate(loader: Iterable[Any]) -> Iterator[Any]:
-        """Iterate ``loader`` without touching the training random state: torch's DataLoader
-        draws a base seed from the global CPU generator when iteration starts, which would make
-        a resumed run (whose iteration starts mid-epoch) diverge from an uninterrupted one."""
-        state = torch.get_rng_state()
-        iterator = iter(loader)
-        try:
-            first = next(iterator)
-        except StopIteration:
-            return
-        finally:
-            torch.set_rng_state(state)
-        yield first
-        yield from iterator
-
     def _batches(self) -> Iterator[list[Any]]:
         """Groups of ``accumulate_grad_batches`` batches, epoch after epoch."""
         accum = self.cfg.accumulate_grad_batches
@@ -349,7 +333,7 @@ class Trainer:
                 self._loader_restored = False  # continue the restored epoch at its saved position
             elif hasattr(self.train_loader, "set_epoch"):
                 self.train_loader.set_epoch(self.epoch)
-            iterator = self._iterate(self.train_loader)
+            iterator = iter(self.train_loader)
             skip, self._skip_batches = self._skip_batches, 0
             for _ in range(skip):
                 next(iterator, None)
