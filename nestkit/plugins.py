@@ -41,12 +41,17 @@ def load_registry(entry_points_: list[EntryPoint] | None = None) -> Registry:
     manager.add_hookspecs(hookspecs)
     disabled = {n.strip() for n in os.environ.get("NESTKIT_DISABLE_PLUGINS", "").split(",") if n.strip()}
     eps = entry_points_ if entry_points_ is not None else list(entry_points(group=ENTRY_POINT_GROUP))
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # entry-point name -> provider
     for ep in sorted(eps, key=lambda e: (e.name != "builtin", e.name)):
-        if ep.name in disabled or ep.name in seen:
-            continue
-        seen.add(ep.name)
         provider, version = _provider(ep)
+        if ep.name in disabled:
+            continue
+        if ep.name in seen:
+            registry.failures.append(
+                PluginFailure(ep.name, provider, f"entry point name '{ep.name}' is already used by {seen[ep.name]}; skipped")
+            )
+            continue
+        seen[ep.name] = provider
         try:
             plugin: Any = ep.load()
             manager.register(plugin, name=ep.name)

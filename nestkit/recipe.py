@@ -85,11 +85,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """``update`` merged into a copy of ``base``; mappings merge, everything else replaces."""
+    """``update`` merged into a copy of ``base``; mappings merge, everything else replaces.
+
+    A component section whose ``name`` changes is replaced whole: the old component's fields
+    mean nothing to the new one."""
     merged = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        old = merged.get(key)
+        switches_component = (
+            isinstance(value, Mapping) and isinstance(old, dict) and "name" in value and "name" in old
+            and value["name"] != old["name"]
+        )
+        if isinstance(value, Mapping) and isinstance(old, dict) and not switches_component:
+            merged[key] = deep_merge(old, value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged

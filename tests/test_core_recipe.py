@@ -119,3 +119,12 @@ def test_extends_merges_and_is_relative_to_the_file(registry: Registry, tmp_path
     loop = write(tmp_path, "loop.yaml", {"extends": "loop.yaml"})
     with pytest.raises(RecipeError, match="cycle"):
         load_recipe(loop, registry=registry)
+
+
+def test_extends_replaces_a_section_whose_component_changes(registry: Registry, tmp_path: Path) -> None:
+    reg = registry
+    reg.add(Component("encoder", "other", dict, ComponentConfig, "other"), provider="p")
+    write(tmp_path, "base.yaml", BASE)
+    child = write(tmp_path, "child.yaml", {"extends": "base.yaml", "model": {"encoder": {"name": "other"}}})
+    recipe = load_recipe(child, ["model.combine_time_steps=8"], registry=reg)
+    assert recipe.data["model"]["encoder"] == {"name": "other"}

@@ -85,14 +85,14 @@ def test_convert_nemo_training_config(ref: dict, tmp_path: Path) -> None:
         "name": "NEST-small",
         "model": model,
         "trainer": {"devices": -1, "max_steps": -1, "strategy": "ddp_find_unused_parameters_true",
-                    "enable_progress_bar": True, "precision": 32},
+                    "enable_progress_bar": True, "enable_model_summary": True, "precision": 32},
         "exp_manager": {"exp_dir": None, "name": "${name}", "resume_if_exists": True},
     }
     source = tmp_path / "nemo.yaml"
     source.write_text(yaml.safe_dump(config))
     result = run_nestkit("convert-nemo-config", str(source), str(tmp_path / "nest.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "note: trainer.enable_progress_bar has no nestkit equivalent" in result.stdout
+    assert "note: trainer.enable_model_summary has no nestkit equivalent" in result.stdout
     assert "note: model.train_ds.is_concat has no nestkit equivalent; dropped" in result.stdout
     recipe = nestkit.load_recipe(tmp_path / "nest.yaml")
     assert recipe.trainer.devices == "auto" and recipe.trainer.strategy == "ddp"

@@ -21,18 +21,18 @@ class TrainerConfig(_Section):
     max_epochs: int | None = Field(None, ge=1, description="stop after this many epochs (null: no limit)")
     max_steps: int = Field(-1, ge=-1, description="stop after this many optimizer steps (-1: no limit)")
     val_check_interval: int | float = Field(1000, gt=0, description="validate every N steps (a float <= 1: fraction of an epoch)")
-    check_val_every_n_epoch: int = Field(1, ge=1, description="kept for NeMo recipes")
+    check_val_every_n_epoch: Literal[1] = Field(1, description="NeMo key; nestkit validates on val_check_interval, so only 1")
     limit_val_batches: int | float = Field(1.0, ge=0, description="batches per validation (a float <= 1: fraction)")
     precision: Literal[32, "32", "bf16-mixed", "16-mixed", "bf16", 16] = Field(32, description="32, bf16-mixed or 16-mixed")
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip_val: float | None = Field(None, ge=0, description="clip the gradient norm to this (null/0: off)")
     log_every_n_steps: int = Field(10, ge=1)
     sync_batchnorm: bool = Field(True, description="SyncBatchNorm across ranks (NEST default)")
-    enable_checkpointing: bool = False
-    logger: bool = False
-    benchmark: bool = False
-    use_distributed_sampler: bool = False
-    num_sanity_val_steps: int = Field(0, ge=0)
+    enable_checkpointing: Literal[False] = Field(False, description="NeMo key; checkpoints are exp_manager's job, so only false")
+    logger: Literal[False] = Field(False, description="NeMo key; logging is exp_manager's job, so only false")
+    benchmark: bool = Field(False, description="cudnn.benchmark (off for variable-length audio)")
+    enable_progress_bar: bool = Field(True, description="live progress bar on a terminal (plain log lines otherwise)")
+    num_sanity_val_steps: Literal[0] = Field(0, description="NeMo key; no sanity validation, so only 0")
     seed: int = Field(42, description="seed for Python, NumPy and torch")
     max_nonfinite_steps: int = Field(10, ge=1, description="abort after this many consecutive non-finite losses")
 
@@ -45,12 +45,10 @@ class TrainerConfig(_Section):
 
 
 class CheckpointConfig(_Section):
-    monitor: str = "val_loss"
+    monitor: Literal["val_loss"] = Field("val_loss", description="the metric that ranks checkpoints")
     mode: Literal["min", "max"] = "min"
-    save_top_k: int = Field(1, ge=-1)
-    always_save_nemo: bool = False
+    save_top_k: int = Field(1, ge=-1, description="best checkpoints kept (-1: all), plus last.ckpt")
     every_n_train_steps: int | None = Field(None, ge=1, description="also save every N steps")
-    filename: str | None = None
 
 
 class ExpManagerConfig(_Section):
@@ -63,7 +61,5 @@ class ExpManagerConfig(_Section):
     checkpoint_callback_params: CheckpointConfig = CheckpointConfig()
     resume_from_checkpoint: str | None = None
     resume_if_exists: bool = True
-    resume_ignore_no_checkpoint: bool = True
-    create_wandb_logger: bool = False
-    wandb_logger_kwargs: dict | None = None
-    use_datetime_version: bool = False
+    resume_ignore_no_checkpoint: bool = Field(True, description="with resume_if_exists, start fresh when there is no checkpoint (false: fail)")
+    create_wandb_logger: Literal[False] = Field(False, description="NeMo key; nestkit logs to TensorBoard only")

@@ -147,6 +147,7 @@ class Trainer:
 
         cfg = self.cfg
         rng.seed_everything(cfg.seed)
+        torch.backends.cudnn.benchmark = cfg.benchmark
         model = self._model_override if self._model_override is not None else nestkit.build_model(self.recipe)
         model = model.to(self.info.device)
         if self.info.distributed and cfg.sync_batchnorm and self.info.device.type == "cuda":
@@ -244,6 +245,11 @@ class Trainer:
             path = Path(explicit)
         elif self.exp_cfg.resume_if_exists and self.keeper is not None:
             path = ckpt.find_resume(self.keeper.folder)
+            if path is None and not self.exp_cfg.resume_ignore_no_checkpoint:
+                raise ckpt.CheckpointError(
+                    f"no checkpoint to resume in {self.keeper.folder} "
+                    "(set exp_manager.resume_ignore_no_checkpoint=true to start fresh)"
+                )
         return (path, ckpt.load_checkpoint(path)) if path is not None else None
 
     def _resume(self, found: tuple[Path, dict[str, Any]] | None) -> None:
@@ -251,6 +257,15 @@ class Trainer:
             self._rng_start = None
             return
         path, state = found
+        if "optimizer" not in state:  # a model-only checkpoint (import-nemo, save_model): initialise from it
+            try:
+                _unwrap(self.model).load_state_dict(state["model"])
+            except RuntimeError as exc:
+                text = " ".join(str(exc).split())[:200]
+                raise ckpt.CheckpointError(f"{path} does not match this recipe's model: {text}") from None
+            self._rng_start = None
+            self._say(f"initialised the model from {path} (weights only); training starts at step 0")
+            return
         try:
             _unwrap(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -493,7 +508,7 @@ class Trainer:
         logger = ScalarLogger(self.experiment.tensorboard if self.info.is_main and self.exp_cfg.create_tensorboard_logger else None)
         max_steps = self.cfg.max_steps if self.cfg.max_steps > 0 else None
         self._say(self._start_summary())
-        progress = Progress(self.info.is_main, max_steps, start_step=self.step)
+        progress = Progress(self.info.is_main, max_steps, start_step=self.step, live=None if self.cfg.enable_progress_bar else False)
         val_every = self._val_interval()
         every_n = self.exp_cfg.checkpoint_callback_params.every_n_train_steps
         stopped_by: str | None = None
