@@ -1,0 +1,160 @@
+"""Every command shown in README.md runs (shortened where it would train for long).
+
+The commands run in order, as a user would type them, in a scratch folder that has the repo's
+`recipes/`, `plugins/` and `nestkit/` plus a `data/` folder with manifests of the bundled demo
+audio. A README command this test does not know how to run fails the test, so the README cannot
+show a command nobody checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, nestkit_executable
+from nestkit.data import demo_manifests
+from nestkit.interop.nemo import nemo_config_from_recipe
+from nestkit.recipe import load_recipe
+
+# A NEST small enough for a CPU test, trained for two steps.
+TINY = [
+    "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=1", "model.encoder.n_layers=1", "model.encoder.d_model=32",
+    "model.encoder.n_heads=2", "model.encoder.subsampling_conv_channels=16",
+    "model.train_ds.batch_size=4", "model.validation_ds.batch_size=4",
+    "model.train_ds.num_workers=0", "model.validation_ds.num_workers=0",
+]
+ENV = {"OMP_NUM_THREADS": "1", "COLUMNS": "200", "NO_COLOR": "1"}
+
+
+def readme_commands() -> Iterator[tuple[str, str | None]]:
+    """(command, expected error line or None) for each command line of README's bash blocks."""
+    text = (ROOT / "README.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            if line.startswith("#"):
+                continue
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            yield line, following[2:] if following.startswith("# error:") else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's folder: the repo's recipes/plugins/package, demo manifests under data/, and a
+    NeMo training config to convert."""
+    work = tmp_path_factory.mktemp("readme")
+    for name in ("recipes", "plugins", "nestkit"):
+        (work / name).symlink_to(ROOT / name)
+    data = work / "data"
+    data.mkdir()
+    train, val, noise = demo_manifests()
+    for source, name in ((train, "train.json"), (val, "dev.json"), (noise, "noise.json")):
+        lines = [json.loads(line) for line in Path(source).read_text().splitlines() if line.strip()]
+        for entry in lines:
+            entry["audio_filepath"] = str((Path(source).parent / entry["audio_filepath"]).resolve())
+        (data / name).write_text("".join(json.dumps(entry) + "\n" for entry in lines))
+    recipe = load_recipe(ROOT / "recipes" / "nest_fast_conformer.yaml")
+    nemo = {"name": recipe.name, "model": nemo_config_from_recipe(recipe.data),
+            "trainer": {"devices": -1, "max_steps": -1, "enable_progress_bar": True},
+            "exp_manager": {"exp_dir": None, "name": recipe.name}}
+    (work / "nest_fast-conformer.yaml").write_text(yaml.safe_dump(nemo, sort_keys=False))
+    return work
+
+
+def shortened(command: str) -> list[str] | None:
+    """The argv that runs ``command`` for the test, or None when there is nothing to run here."""
+    argv = shlex.split(command)
+    if argv[:2] == ["pip", "install"]:
+        for i, arg in enumerate(argv):
+            if arg == "-e":
+                target = argv[i + 1].split("[")[0].strip("\"'")
+                assert (ROOT / target / "pyproject.toml").exists(), f"README installs a missing package: {target}"
+        return None  # installing is CI's job (.ci/run runs README's test command)
+    if argv[:3] == ["python", "-m", "pytest"]:
+        return None  # this is the suite itself
+    if argv[0] == "nestkit" and argv[1] == "train":
+        if "--devices" in argv:
+            argv[argv.index("--devices") + 1] = "2"
+        # A README run that asks for more steps continues the earlier one: two steps further.
+        longer = ["trainer.max_steps=4"] if any(a.startswith("trainer.max_steps=") for a in argv) else []
+        argv = [a for a in argv if not a.startswith("trainer.max_steps=")]
+        return [*nestkit_executable(), *argv[1:], *TINY, *longer]
+    if argv[0] == "torchrun":
+        rest = argv[argv.index("-m"):]
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", *rest, *TINY]
+    if argv[:2] == ["nestkit", "bench"]:
+        keep = argv[:3]
+        return [*nestkit_executable(), *keep[1:], "--device", "cpu", "--batch", "2", "--min-sec", "1",
+                "--max-sec", "2", "--steps", "1", "--warmup", "1", "--precision", "32", "--no-components",
+                "model.encoder.n_layers=1"]
+    if argv[0] == "nestkit":
+        return [*nestkit_executable(), *argv[1:]]
+    raise AssertionError(f"README command not covered by tests/test_docs.py: {command}")
+
+
+def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **ENV}, stdin=subprocess.DEVNULL)
+
+
+def check_tensorboard(logdir: Path) -> None:
+    """`tensorboard --logdir nest_experiments` has runs with the training scalars to show."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_files = sorted(logdir.rglob("events.out.tfevents.*"))
+    assert event_files, f"no TensorBoard event files under {logdir}"
+    tags = set()
+    for path in event_files:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert {"train_loss", "learning_rate", "val_loss"} <= tags, tags
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(workdir: Path) -> None:
+    commands = list(readme_commands())
+    assert len(commands) >= 15
+    for command, expected_error in commands:
+        parts = [p.strip() for p in command.split("&&")]
+        for part in parts:
+            if part.startswith("tensorboard --logdir"):
+                check_tensorboard(workdir / shlex.split(part)[2])
+                continue
+            argv = shortened(part)
+            if argv is None:
+                continue
+            result = run(argv, workdir)
+            if expected_error is not None:
+                assert result.returncode == 2, (part, result.stdout, result.stderr)
+                assert result.stderr.strip() == expected_error, (part, result.stderr)
+                continue
+            assert result.returncode == 0, (part, result.stdout[-2000:], result.stderr[-3000:])
+            assert "Traceback" not in result.stderr, part
+    # what the commands left behind is what README says they produce
+    assert (workdir / "nestkit.schema.json").exists()
+    assert sorted(p.name for p in (workdir / "data" / "shards").glob("audio_*.tar")) == [f"audio_{k}.tar" for k in range(8)]
+    assert (workdir / "nest_experiments" / "NEST-demo" / "checkpoints" / "last.ckpt").exists()
+    assert len(list((workdir / "features").glob("*.npy"))) == len((workdir / "data" / "dev.json").read_text().splitlines())
+    assert torch.load(workdir / "encoder.pt", weights_only=True)["encoder_state_dict"]
+    assert (workdir / "demo.nemo").exists() and (workdir / "demo.ckpt").exists()
+    assert load_recipe(workdir / "my_recipe.yaml").data["model"]["encoder"]["n_layers"] == 17
