@@ -65,9 +65,11 @@ def test_debug_flag_shows_the_traceback() -> None:
 def test_help_of_every_command_is_clean() -> None:
     top = run_nestkit("--help")
     assert top.returncode == 0
-    commands = [c for c in ("list-components", "describe", "validate", "schema", "train") if c in top.stdout]
-    assert "validate" in commands
+    commands = ("list-components", "describe", "validate", "schema", "train", "bench", "shard", "extract",
+                "export-encoder", "import-nemo", "export-nemo", "convert-nemo-config")
     for command in commands:
+        assert command in top.stdout, command
         result = run_nestkit(command, "--help")
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout and result.stderr == ""
+        assert "Example" in result.stdout, f"{command} --help shows no example"

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from nestkit.cli import describe, list_components, schema, validate
+from nestkit.cli import bench, describe, extract, list_components, nemo, schema, shard, train, validate
 
 app = typer.Typer(
     name="nestkit",
@@ -36,22 +36,14 @@ app.command("list-components")(list_components.list_components)
 app.command("describe")(describe.describe)
 app.command("validate")(validate.validate)
 app.command("schema")(schema.schema)
-
-for _module, _verbs in (
-    ("nestkit.cli.train", (("train", "train"), ("export-encoder", "export_encoder"))),
-    ("nestkit.cli.shard", (("shard", "shard"),)),
-    ("nestkit.cli.bench", (("bench", "bench"),)),
-    ("nestkit.cli.extract", (("extract", "extract"),)),
-    ("nestkit.cli.nemo", (("import-nemo", "import_nemo"), ("export-nemo", "export_nemo"), ("convert-nemo-config", "convert_nemo_config"))),
-):
-    try:
-        _mod = __import__(_module, fromlist=["_"])
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module:
-            raise
-        continue
-    for _verb, _fn in _verbs:
-        app.command(_verb)(getattr(_mod, _fn))
+app.command("train")(train.train)
+app.command("bench")(bench.bench)
+app.command("shard")(shard.shard)
+app.command("extract")(extract.extract)
+app.command("export-encoder")(train.export_encoder)
+app.command("import-nemo")(nemo.import_nemo)
+app.command("export-nemo")(nemo.export_nemo)
+app.command("convert-nemo-config")(nemo.convert_nemo_config)
 
 
 def main() -> None:
