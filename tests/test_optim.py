@@ -137,3 +137,23 @@ def test_bad_optimizer_sections_are_one_line_errors(section: dict, needle: str) 
 def test_noam_rejects_both_warmups() -> None:
     with pytest.raises(RecipeError, match="not both"):
         nestkit.build("scheduler", {"name": "noam", "d_model": 8, "warmup_steps": 3, "warmup_ratio": 0.1}, optimizer=None)
+
+
+def test_fused_default_matches_the_plain_loop() -> None:
+    import nestkit
+
+    results = {}
+    for label, fused in {"fused": None, "plain": False}.items():
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(16, 8)
+        opt = nestkit.build("optimizer", {"name": "adamw", "lr": 1e-2, "weight_decay": 1e-3, "fused": fused},
+                            params=layer.named_parameters())
+        assert bool(opt.defaults.get("fused")) is (fused is None)
+        for step in range(5):
+            torch.manual_seed(100 + step)
+            loss = layer(torch.randn(4, 16)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        results[label] = layer.weight.detach().clone()
+    torch.testing.assert_close(results["fused"], results["plain"], atol=1e-6, rtol=1e-5)
