@@ -127,3 +127,14 @@ def test_keeper_keeps_top_k(tmp_path: Path) -> None:
         keeper.save_best(state, step, loss)
     assert [(l, s) for l, s, _ in keeper.best()] == [(1.0, 5), (2.0, 2)]
     assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_validation_repeats_its_masks_and_leaves_the_training_rng_alone(tmp_path: Path) -> None:
+    rec = recipe(tmp_path, max_steps=2)
+    rec.optimizer_section["lr"] = 0.05
+    trainer = Trainer(rec, model=FakeModel(), loader_factory=loader_factory(), announce=lambda s: None)
+    trainer.run()
+    before = torch.get_rng_state()
+    first, second = trainer.validate(), trainer.validate()
+    assert first is not None and first == second  # FakeModel draws its masks from the global RNG
+    assert torch.equal(torch.get_rng_state(), before)

@@ -320,16 +320,20 @@ class Trainer:
             return None
         if hasattr(self.val_loader, "set_epoch"):
             self.val_loader.set_epoch(0)  # every validation sees the same batches from the start
-        for i, batch in enumerate(self.val_loader):
-            if n_batches is not None and i >= n_batches:
-                break
-            batch = batch.to(self.info.device, non_blocking=True)
-            if getattr(self.val_loader, "augment_on_device", False):
-                batch = self.val_loader.device_augmentor(batch)
-            with _autocast(self.info.device, self.precision):
-                out = _forward(model, batch, apply_mask=True)
-            loss = out.loss.detach().double()
-            total += torch.stack([torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss)), torch.isfinite(loss).double()])
+        # The same masks at every validation (so val_loss values compare), drawn from a forked
+        # generator so validation never shifts the training random stream.
+        with torch.random.fork_rng(devices=[self.info.device] if self.info.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed + 1_000_003 * (self.info.rank + 1))
+            for i, batch in enumerate(self.val_loader):
+                if n_batches is not None and i >= n_batches:
+                    break
+                batch = batch.to(self.info.device, non_blocking=True)
+                if getattr(self.val_loader, "augment_on_device", False):
+                    batch = self.val_loader.device_augmentor(batch)
+                with _autocast(self.info.device, self.precision):
+                    out = _forward(model, batch, apply_mask=True)
+                loss = out.loss.detach().double()
+                total += torch.stack([torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss)), torch.isfinite(loss).double()])
         dist_utils.all_reduce_sum_(total)
         model.train(was_training)
         loss_sum, count = total.tolist()
