@@ -1,0 +1,2 @@
+"""Shared scenario code for the reliability suite (tests/test_reliability_*.py) and
+benchmarks/reliability_report.py."""
