@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 from typing import BinaryIO
 
@@ -26,6 +27,10 @@ class AudioReadError(Exception):
 
 
 Source = str | os.PathLike[str] | BinaryIO | bytes
+MIN_RATE, MAX_RATE = 100, 768_000  # sample rates a real recording can have
+MAX_CHANNELS = 64
+MAX_SAMPLES = 2**29  # 2 GiB of float32: far beyond any utterance or noise clip
+MAX_RESAMPLE_RATIO_PRODUCT = 10**7  # 44.1 kHz -> 16 kHz is 441 x 160 = 70,560
 
 
 def read_audio(
@@ -43,23 +48,30 @@ def read_audio(
     """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
-    name = source if isinstance(source, (str, os.PathLike)) else "<stream>"
+    is_path = isinstance(source, (str, os.PathLike))
+    name = str(source) if is_path else "<stream>"
     try:
         with sf.SoundFile(source) as f:
             rate = f.samplerate
-            start = int(round(offset * rate))
-            frames = -1 if duration is None else int(round(duration * rate))
+            # A corrupt header must not make us allocate what it claims.
+            if not MIN_RATE <= rate <= MAX_RATE or not 1 <= f.channels <= MAX_CHANNELS:
+                raise AudioReadError("unreadable", f"{name}: implausible header ({rate} Hz, {f.channels} channels)")
+            start = min(int(round(offset * rate)), f.frames)
+            available = f.frames - start
+            frames = available if duration is None else min(int(round(duration * rate)), available)
+            if frames * f.channels > MAX_SAMPLES:
+                raise AudioReadError("unreadable", f"{name}: header declares {f.frames} frames x {f.channels} channels")
             if start:
-                f.seek(min(start, f.frames))
+                f.seek(start)
             data = f.read(frames=frames, dtype="float32", always_2d=True)
     except FileNotFoundError:
-        raise AudioReadError("missing", str(name)) from None
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError) as exc:
-        if isinstance(name, (str, os.PathLike)) and not os.path.exists(name):
-            raise AudioReadError("missing", str(name)) from None
-        if isinstance(name, (str, os.PathLike)) and os.path.getsize(name) == 0:
-            raise AudioReadError("empty", str(name)) from None
-        raise AudioReadError("unreadable", f"{name}: {' '.join(str(exc).split())}") from None
+        raise AudioReadError("missing", name) from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError, MemoryError) as exc:
+        if is_path and not os.path.exists(name):
+            raise AudioReadError("missing", name) from None
+        if is_path and os.path.getsize(name) == 0:
+            raise AudioReadError("empty", name) from None
+        raise AudioReadError("unreadable", f"{name}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
     if data.shape[0] == 0:
         raise AudioReadError("empty", str(name))
     if channel_selector is not None:
@@ -84,6 +96,10 @@ def resample(audio: torch.Tensor, orig: int, new: int) -> torch.Tensor:
     """(T,) at ``orig`` Hz -> (T',) at ``new`` Hz (torchaudio's band-limited sinc method)."""
     if orig == new:
         return audio
+    g = math.gcd(int(orig), int(new))
+    if (orig // g) * (new // g) > MAX_RESAMPLE_RATIO_PRODUCT:
+        # torchaudio builds a (new/g) x (orig/g) table: for coprime odd rates that is gigabytes.
+        raise AudioReadError("unreadable", f"unsupported sample rate {orig} Hz (no small ratio to {new} Hz)")
     with torch.no_grad():
         return _resampler(int(orig), int(new))(audio)
 

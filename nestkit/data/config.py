@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class DatasetConfig(BaseModel):
@@ -38,3 +38,9 @@ class DatasetConfig(BaseModel):
     max_skipped_items: int | None = Field(None, ge=0, description="fail when more items than this are unusable (null: never)")
     use_start_end_token: bool = False
     trim_silence: bool = False
+
+    @model_validator(mode="after")
+    def _duration_range(self) -> DatasetConfig:
+        if self.min_duration is not None and self.max_duration is not None and self.min_duration > self.max_duration:
+            raise ValueError(f"min_duration ({self.min_duration}) exceeds max_duration ({self.max_duration}): no utterance could pass")
+        return self

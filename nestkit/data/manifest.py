@@ -82,6 +82,17 @@ def split_paths(manifests: str | Sequence[str] | Path) -> list[Path]:
     return out
 
 
+def _seconds(value: object) -> float | None:
+    """A finite number of seconds, or None (also for integers too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
 def _parse_line(text: str, folder: Path, resolve: bool) -> tuple[str, float, float, dict[str, object]] | str:
     """(path, duration, offset, extras) or the reason the line is unusable."""
     try:
@@ -95,18 +106,16 @@ def _parse_line(text: str, folder: Path, resolve: bool) -> tuple[str, float, flo
         path = entry.pop("audio_filename", None)
     if not isinstance(path, str) or not path:
         return "no_audio_filepath"
-    duration = entry.pop("duration", None)
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration):
+    duration = _seconds(entry.pop("duration", None))
+    if duration is None or duration <= 0:
         return "bad_duration"
-    if duration <= 0:
-        return "bad_duration"
-    offset = entry.pop("offset", 0.0) or 0.0
-    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset) or offset < 0:
+    offset = _seconds(entry.pop("offset", 0.0) or 0.0)
+    if offset is None or offset < 0:
         return "bad_offset"
     if resolve:
         p = Path(path).expanduser()
         path = str(p if p.is_absolute() else folder / p)
-    return path, float(duration), float(offset), entry
+    return path, duration, offset, entry
 
 
 def read_manifest(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -14,7 +14,9 @@ class _Section(BaseModel):
 class TrainerConfig(_Section):
     """How to train: devices, length, precision, validation and logging cadence."""
 
-    devices: int | Literal["auto", "cpu"] = Field("auto", description="'auto' (all GPUs, else CPU), 'cpu', or a number of processes")
+    devices: Annotated[int, Field(ge=1)] | Literal["auto", "cpu"] = Field(
+        "auto", description="'auto' (all GPUs, else CPU; NeMo's -1), 'cpu', or a number of processes"
+    )
     accelerator: Literal["auto", "gpu", "cpu"] = Field("auto", description="kept for NeMo recipes; 'cpu' forces the CPU")
     num_nodes: int = Field(1, ge=1, description="machines; multi-node runs are started by torchrun")
     strategy: str = Field("ddp", description="only 'ddp' (or 'auto') is supported")
