@@ -64,7 +64,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(baseline: Baseline, se
     assert result.killed, result
     assert result.unreadable == [], result  # every checkpoint file the kill left is complete
     assert result.resume_rc == 0, result.detail
-    assert result.resumed_from == result.last_step, result
+    assert result.resumed_from == result.newest_intact, result  # never an older checkpoint
     assert result.differing == [], result  # torch.equal on every tensor of the final model
 
 
@@ -78,8 +78,6 @@ def _lagging_experiment(baseline: Baseline, name: str) -> Path:
     return folder
 
 
-@pytest.mark.xfail(strict=True, reason="resume reads only last.ckpt (checkpoint.find_resume): a newer intact "
-                   "step=N.ckpt written just before the kill is ignored, so that step is recomputed")
 def test_resume_starts_from_the_newest_intact_checkpoint(baseline: Baseline) -> None:
     folder = _lagging_experiment(baseline, "lagging")
     rc, out, err = tr.run_to_end(baseline.recipe, "lagging")
@@ -88,8 +86,6 @@ def test_resume_starts_from_the_newest_intact_checkpoint(baseline: Baseline) -> 
     assert "at step 7" in out, [line for line in out.splitlines() if "resumed" in line]
 
 
-@pytest.mark.xfail(strict=True, reason="a truncated last.ckpt stops the run (one-line error) although intact "
-                   "step=N.ckpt files exist; resume does not fall back to the newest intact one")
 def test_truncated_last_checkpoint_falls_back_to_an_intact_one(baseline: Baseline) -> None:
     folder = _lagging_experiment(baseline, "truncated")
     data = (folder / "last.ckpt").read_bytes()

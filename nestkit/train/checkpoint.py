@@ -136,7 +136,41 @@ class CheckpointKeeper:
         return path
 
 
-def find_resume(folder: Path) -> Path | None:
-    """The checkpoint a restarted run continues from: ``last.ckpt`` when present."""
+_STEP_IN_NAME = re.compile(r"^(?:best-)?step=(\d+)[-.]")
+
+
+def find_resume(folder: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The newest intact checkpoint of ``folder``: (path, state, notes on unreadable files).
+
+    ``last.ckpt`` is usually it, but a kill between writing ``step=N.ckpt`` and ``last.ckpt``
+    leaves a newer step file, and a damaged ``last.ckpt`` must not stop a run that has intact
+    older ones: every candidate newer than what loaded is tried, newest first.
+    """
+    notes: list[str] = []
+
+    def attempt(path: Path) -> dict[str, Any] | None:
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            notes.append(f"skipped unreadable checkpoint ({err})")
+            return None
+
+    best: tuple[Path, dict[str, Any]] | None = None
     last = folder / LAST
-    return last if last.is_file() else None
+    if last.is_file():
+        state = attempt(last)
+        if state is not None:
+            best = (last, state)
+    numbered = []
+    for path in folder.glob("*.ckpt") if folder.is_dir() else []:
+        match = _STEP_IN_NAME.match(path.name)
+        if match:
+            numbered.append((int(match.group(1)), path))
+    for step, path in sorted(numbered, reverse=True):
+        if best is not None and step <= int(best[1].get("step", 0)):
+            break
+        state = attempt(path)
+        if state is not None:
+            best = (path, state)
+            break
+    return (*best, notes) if best is not None else None

@@ -240,17 +240,22 @@ class Trainer:
     def _find_resume(self) -> tuple[Path, dict[str, Any]] | None:
         """The checkpoint to continue from, read (and checked) before anything heavy is built."""
         explicit = self.exp_cfg.resume_from_checkpoint
-        path: Path | None = None
         if explicit:
-            path = Path(explicit)
-        elif self.exp_cfg.resume_if_exists and self.keeper is not None:
-            path = ckpt.find_resume(self.keeper.folder)
-            if path is None and not self.exp_cfg.resume_ignore_no_checkpoint:
+            return Path(explicit), ckpt.load_checkpoint(explicit)
+        if not (self.exp_cfg.resume_if_exists and self.keeper is not None):
+            return None
+        found = ckpt.find_resume(self.keeper.folder)
+        if found is None:
+            if not self.exp_cfg.resume_ignore_no_checkpoint:
                 raise ckpt.CheckpointError(
                     f"no checkpoint to resume in {self.keeper.folder} "
                     "(set exp_manager.resume_ignore_no_checkpoint=true to start fresh)"
                 )
-        return (path, ckpt.load_checkpoint(path)) if path is not None else None
+            return None
+        path, state, notes = found
+        for note in notes:
+            self._say(f"note: {note}")
+        return path, state
 
     def _resume(self, found: tuple[Path, dict[str, Any]] | None) -> None:
         if found is None:

@@ -191,10 +191,6 @@ class KillResult:
         return max(self.readable.values(), default=0)
 
     @property
-    def last_step(self) -> int:
-        return self.readable.get("last.ckpt", 0)
-
-    @property
     def data_lost(self) -> bool:
         """A checkpoint the kill damaged, or a resumed run that does not reproduce the baseline."""
         return bool(self.unreadable) or self.resume_rc != 0 or bool(self.differing)
