@@ -140,19 +140,20 @@ _STEP_IN_NAME = re.compile(r"^(?:best-)?step=(\d+)[-.]")
 
 
 def find_resume(folder: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
-    """The newest intact checkpoint of ``folder``: (path, state, notes on unreadable files).
+    """The newest intact checkpoint of ``folder``: (path, state, why others were unreadable);
+    None when there is none at all, an error when every one is damaged (never a silent restart).
 
     ``last.ckpt`` is usually it, but a kill between writing ``step=N.ckpt`` and ``last.ckpt``
     leaves a newer step file, and a damaged ``last.ckpt`` must not stop a run that has intact
     older ones: every candidate newer than what loaded is tried, newest first.
     """
-    notes: list[str] = []
+    damaged: list[str] = []
 
     def attempt(path: Path) -> dict[str, Any] | None:
         try:
             return load_checkpoint(path)
         except CheckpointError as err:
-            notes.append(f"skipped unreadable checkpoint ({err})")
+            damaged.append(str(err))
             return None
 
     best: tuple[Path, dict[str, Any]] | None = None
@@ -173,4 +174,6 @@ def find_resume(folder: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
         if state is not None:
             best = (path, state)
             break
-    return (*best, notes) if best is not None else None
+    if best is None and damaged:
+        raise CheckpointError(f"{damaged[0]}; no intact checkpoint to resume from (move the damaged files away to start fresh)")
+    return (*best, damaged) if best is not None else None

@@ -252,9 +252,9 @@ class Trainer:
                     "(set exp_manager.resume_ignore_no_checkpoint=true to start fresh)"
                 )
             return None
-        path, state, notes = found
-        for note in notes:
-            self._say(f"note: {note}")
+        path, state, damaged = found
+        for reason in damaged:
+            self._say(f"note: skipped an unreadable checkpoint: {reason}")
         return path, state
 
     def _resume(self, found: tuple[Path, dict[str, Any]] | None) -> None:
