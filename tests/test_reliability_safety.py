@@ -128,9 +128,6 @@ def test_cli_verbs_refuse_code_running_files(trained: tuple[Path, Path], tmp_pat
     assert not any((tmp_path / name).exists() for name in ("enc.pt", "m.nemo", "imp.ckpt", "feats"))
 
 
-@pytest.mark.xfail(strict=True, reason="a raw-pickle file makes torch print a 3-line UserWarning ('Detected pickle "
-                   "protocol 4 ...') on stderr before nestkit's one-line error (export-encoder, extract, export-nemo, train resume; "
-                   "import-nemo with a raw-pickle model_weights.ckpt)")
 def test_raw_pickle_refusal_is_one_stderr_line(trained: tuple[Path, Path], tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     bad = evil_checkpoint(torch.load(trained[1], weights_only=True), tmp_path / "evil.ckpt", marker, legacy=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -64,7 +65,9 @@ def read_nemo_archive(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{path}: {CONFIG_NAME} is not valid YAML ({exc})") from None
         try:
-            state = torch.load(io.BytesIO(weights_file.read()), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+                warnings.simplefilter("ignore")
+                state = torch.load(io.BytesIO(weights_file.read()), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a refused file
             raise CheckpointError(f"{path}: {WEIGHTS_NAME} cannot be loaded safely ({type(exc).__name__})") from None
     if not isinstance(config, dict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ def atomic_save(obj: Any, path: Path) -> None:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        if "DataLoader worker" in str(exc):  # torch raised it here from its SIGCHLD handler: not our write
+            raise
         raise CheckpointError(f"cannot write checkpoint {path}: {_reason(exc)}") from None
 
 
@@ -70,7 +73,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user-facing error
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {_reason(exc)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:

@@ -8,9 +8,8 @@ timeouts so a dead rank cannot hang the others forever.
 
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -68,20 +67,57 @@ def parse_devices(text: str) -> int | str:
     raise NestkitError(f"--devices: expected 'auto', 'cpu' or a positive number, got '{text}'")
 
 
+LAUNCHED_ENV = "NESTKIT_LAUNCHED"  # set for workers started by ``nestkit train --devices N``
+PEER_LOST_EXIT = 3  # a worker that stopped because another one died (not the cause)
+_QUIET_EXITS = (PEER_LOST_EXIT, 130, 143)
+
+
 def relaunch(nproc: int, argv: list[str]) -> int:
-    """Run ``nestkit <argv>`` as ``nproc`` workers under torchrun; the workers' exit code."""
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "--max-restarts=0", "--monitor-interval=1", "-m", "nestkit.cli.main", *argv,
-    ]
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-    env.setdefault("LOGLEVEL", "WARNING")
+    """Run ``nestkit <argv>`` as ``nproc`` workers under torchrun's elastic launcher (in this
+    process, so a failure is reported as one line naming the rank that died); their exit code."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    os.environ[LAUNCHED_ENV] = "1"
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    for name in list(logging.root.manager.loggerDict):  # the launcher's own chatter; failures are ours to report
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    args = get_args_parser().parse_args([
+        "--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "--monitor-interval=1",
+        "-m", "nestkit.cli.main", *argv,
+    ])
     try:
-        return subprocess.call(cmd, env=env)
+        run(args)
+    except ChildFailedError as err:
+        return _report_failure(err)
     except KeyboardInterrupt:  # the workers got the signal too and save a checkpoint
         return 130
+    return 0
+
+
+def _report_failure(err: Any) -> int:
+    """The exit code for a failed launch; raises a one-line error when a worker died."""
+    failures = sorted(err.failures.items(), key=lambda kv: (kv[1].exitcode in _QUIET_EXITS, kv[1].timestamp))
+    rank, failure = failures[0]
+    if failure.exitcode < 0:
+        raise NestkitError(
+            f"training process rank {rank} died ({failure.signal_name()}); the other ranks stopped. "
+            "Rerun the same command to resume from the last checkpoint"
+        )
+    if failure.exitcode in (2, *_QUIET_EXITS):  # the worker has printed its own one-line message
+        return failure.exitcode if failure.exitcode != PEER_LOST_EXIT else 1
+    raise NestkitError(f"training process rank {rank} failed with exit code {failure.exitcode} (see its messages above)")
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because another rank went away."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "ProcessGroupGloo", "NCCL"))
 
 
 def setup(devices: int | str, accelerator: str) -> DistInfo:

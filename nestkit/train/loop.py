@@ -9,6 +9,7 @@ cannot leave the others waiting.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -487,8 +488,23 @@ class Trainer:
         self.info = dist_utils.setup(self.devices, self.cfg.accelerator)
         try:
             return self._run(t_start)
+        except RuntimeError as exc:
+            raise self._explain(exc) from None
         finally:
             dist_utils.teardown()
+
+    def _explain(self, exc: RuntimeError) -> BaseException:
+        """A crash of another process, as the one line a user needs; anything else unchanged."""
+        first = " ".join(str(exc).split())[:200]
+        if "DataLoader worker" in first:
+            return DataError(f"a data-loading worker process died ({first}); the last checkpoint is intact: "
+                             "rerun the same command to resume")
+        if self.info.distributed and dist_utils.is_peer_failure(exc):
+            if os.environ.get(dist_utils.LAUNCHED_ENV):
+                return SystemExit(dist_utils.PEER_LOST_EXIT)  # the launcher names the rank that died
+            return NestkitError(f"rank {self.info.rank} lost contact with another training process ({first}); "
+                                "rerun to resume from the last checkpoint")
+        return exc
 
     def _run(self, t_start: float) -> TrainResult:
         self.step = self.epoch = self.batches_in_epoch = 0
