@@ -138,3 +138,14 @@ def test_validation_repeats_its_masks_and_leaves_the_training_rng_alone(tmp_path
     first, second = trainer.validate(), trainer.validate()
     assert first is not None and first == second  # FakeModel draws its masks from the global RNG
     assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_and_checkpoints_its_scaler(tmp_path: Path, precision: str) -> None:
+    result = _train(recipe(tmp_path, max_steps=8, precision=precision))
+    state = ckpt.load_checkpoint(result.last_checkpoint)
+    assert state["step"] == 8 and result.nonfinite_steps == 0
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values() if v.is_floating_point())
+    assert (state["scaler"] is not None) is (precision == "16-mixed")  # GradScaler only for float16
+    losses = _events(tmp_path / "run" / "tensorboard")["train_loss"]
+    assert losses[-1] < losses[0]
