@@ -76,6 +76,24 @@ def _scale(audio_energy: torch.Tensor, noise_energy: torch.Tensor, ratio_db: tor
     return torch.where(noise_energy > 0, torch.sqrt(audio_energy.double() / safe), torch.zeros_like(denom)).float()
 
 
+def _source_and_ratio(c: SpeakerNoiseConfig, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per utterance: mix noise (True; always for a batch of one) or other speech, and the
+    energy ratio in dB drawn from that source's range."""
+    noise_mode = (_rand(n, g) < c.noise_ratio) | (n == 1)
+    ratio = torch.where(
+        noise_mode, _uniform(c.min_r_noise, c.max_r_noise, n, g), _uniform(c.min_r_speech, c.max_r_speech, n, g)
+    )
+    return noise_mode, ratio
+
+
+def _mixed(batch: AudioBatch, signal: torch.Tensor, signal_energy: torch.Tensor, ratio: torch.Tensor,
+           apply: torch.Tensor) -> AudioBatch:
+    """The batch with ``signal`` added at ``ratio`` dB below the audio where ``apply``."""
+    audio, length = batch.audio, batch.audio_len
+    gain = _scale(_energy(audio, length), signal_energy, ratio) * apply
+    return replace(batch, noisy_audio=audio + gain[:, None] * signal, noisy_audio_len=length.clone(), augmented=True)
+
+
 class SpeakerNoiseConfig(ComponentConfig):
     """NeMo's SpeakerNoiseAugmentation parameters (same names and defaults)."""
 
@@ -145,10 +163,7 @@ class SpeakerNoiseAugmentor:
             mix_len = lo.clamp(min=1)
         mix_len = torch.minimum(mix_len, length)
         mix_start = _below(length - mix_len, g)
-        noise_mode = (_rand(B, g) < c.noise_ratio) | (B == 1)
-        ratio = torch.where(
-            noise_mode, _uniform(c.min_r_noise, c.max_r_noise, B, g), _uniform(c.min_r_speech, c.max_r_speech, B, g)
-        )
+        noise_mode, ratio = _source_and_ratio(c, B, g)
         partner = (rows + 1 + _below(torch.full_like(rows, B - 1), g)) % B
         source = torch.where(noise_mode[:, None], batch.noise, audio[partner])
         src_len = torch.where(noise_mode, batch.noise_len, length[partner])
@@ -158,9 +173,7 @@ class SpeakerNoiseAugmentor:
         clip = torch.where(inside, values, torch.zeros((), device=dev))
         clip_energy = (clip * clip).sum(1) / mix_len.clamp(min=1)
         noise_energy = torch.where(repeat, clip_energy, _energy(source, src_len))
-        gain = _scale(_energy(audio, length), noise_energy, ratio) * apply
-        added = gain[:, None] * clip
-        return replace(batch, noisy_audio=audio + added, noisy_audio_len=length.clone(), augmented=True)
+        return _mixed(batch, clip, noise_energy, ratio, apply)
 
 
 class MultiSpeakerNoiseAugmentor:
@@ -191,10 +204,7 @@ class MultiSpeakerNoiseAugmentor:
         num_seg = c.min_num_segments + _below(torch.full_like(rows, c.max_num_segments - c.min_num_segments + 1), g)
         num_spk = c.min_num_speakers + _below(torch.full_like(rows, c.max_num_speakers - c.min_num_speakers + 1), g)
         num_cand = num_spk.clamp(max=B - 1).clamp(min=1)
-        noise_mode = (_rand(B, g) < c.noise_ratio) | (B == 1)
-        ratio = torch.where(
-            noise_mode, _uniform(c.min_r_noise, c.max_r_noise, B, g), _uniform(c.min_r_speech, c.max_r_speech, B, g)
-        )
+        noise_mode, ratio = _source_and_ratio(c, B, g)
         # other utterances of the batch in a random order per row (itself last)
         keys = torch.rand(B, B, generator=g, device=dev)
         keys[rows, rows] = 2.0
@@ -225,9 +235,7 @@ class MultiSpeakerNoiseAugmentor:
             sid = sid + active.long()
             sid = torch.where(sid >= num_cand, _below(num_cand, g), sid)
         noise_energy = (placed * placed).sum(1) / length.clamp(min=1)
-        gain = _scale(_energy(audio, length), noise_energy, ratio) * apply
-        added = gain[:, None] * placed
-        return replace(batch, noisy_audio=audio + added, noisy_audio_len=length.clone(), augmented=True)
+        return _mixed(batch, placed, noise_energy, ratio, apply)
 
 
 def components() -> list[Component]:
