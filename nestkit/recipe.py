@@ -154,13 +154,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides. Parents must exist; new leaves are checked later
-    by validation (so an unknown field still fails, with a suggestion)."""
+    """Apply ``dotted.key=value`` overrides. A missing parent that looks like a typo of an existing
+    key is an error with a suggestion; other missing parents and new leaves are created and
+    checked by validation (so an unknown field still fails, with a suggestion)."""
     data = copy.deepcopy(data)
     for text in overrides:
         parts, value = parse_override(text)
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
+            if isinstance(node, dict) and part not in node and not did_you_mean(part, list(node)):
+                node[part] = {}  # a section the file leaves at its defaults; validation checks the name
             if not isinstance(node, dict) or part not in node:
                 where = ".".join(parts[:depth]) or "the recipe"
                 choices = list(node) if isinstance(node, dict) else []

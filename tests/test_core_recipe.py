@@ -128,3 +128,11 @@ def test_extends_replaces_a_section_whose_component_changes(registry: Registry, 
     child = write(tmp_path, "child.yaml", {"extends": "base.yaml", "model": {"encoder": {"name": "other"}}})
     recipe = load_recipe(child, ["model.combine_time_steps=8"], registry=reg)
     assert recipe.data["model"]["encoder"] == {"name": "other"}
+
+
+def test_overrides_fill_sections_the_file_leaves_at_defaults(registry: Registry, tmp_path: Path) -> None:
+    data = {k: v for k, v in BASE.items() if k != "trainer"}
+    recipe = load_recipe(write(tmp_path, "r.yaml", data), ["trainer.max_steps=7", "exp_manager.name=x"], registry=registry)
+    assert recipe.trainer.max_steps == 7 and recipe.exp_manager.name == "x"
+    with pytest.raises(RecipeError, match=r"unknown section 'trainr'; did you mean 'trainer'\?"):
+        load_recipe(write(tmp_path, "r.yaml", data), ["trainr.max_steps=7"], registry=registry)

@@ -124,3 +124,21 @@ def test_extract_writes_one_file_per_utterance(tmp_path: Path) -> None:
         assert feats.shape == (2, int(length[0]), d_model) and entry["frames"] == int(length[0])
         expected = torch.stack(alone)[:, 0, :, : int(length[0])].transpose(1, 2).numpy()
         np.testing.assert_allclose(feats, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_training_starts_from_imported_weights(nemo_file: Path, tmp_path: Path) -> None:
+    assert run_nestkit("import-nemo", str(nemo_file), str(tmp_path / "small.ckpt")).returncode == 0
+    result = run_nestkit(
+        "train", str(tmp_path / "small.yaml"), f"exp_manager.resume_from_checkpoint={tmp_path / 'small.ckpt'}",
+        f"exp_manager.exp_dir={tmp_path / 'exp'}", "trainer.devices=cpu", "trainer.max_steps=2",
+        "trainer.val_check_interval=2", "trainer.limit_val_batches=1", env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"initialised the model from {tmp_path / 'small.ckpt'} (weights only)" in result.stdout
+    imported = torch.load(tmp_path / "small.ckpt", weights_only=True)["model"]
+    trained = torch.load(next((tmp_path / "exp").rglob("last.ckpt")), weights_only=True)
+    assert trained["step"] == 2
+    key = "encoder.layers.0.feed_forward1.linear1.weight"
+    key = key if key in imported else next(k for k in imported if k.startswith("encoder.") and k.endswith("weight"))
+    assert not torch.equal(imported[key], trained["model"][key])  # it trained from there...
+    assert torch.allclose(imported[key], trained["model"][key], atol=0.05)  # ...two small steps away
