@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,17 +236,21 @@ class Recipe:
     optimizer_section: dict[str, Any] | None
     scheduler_section: dict[str, Any] | None
     source: str = ""
-    notes: list[str] = field(default_factory=list)
 
     @property
     def model_section(self) -> dict[str, Any]:
         """The model component's section: ``model`` without datasets and ``optim``."""
-        section = {k: v for k, v in self.data["model"].items() if k not in (*MODEL_DATA_KEYS, "optim")}
-        section.setdefault("name", DEFAULT_MODEL)
-        return section
+        return model_section(self.data)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.data, sort_keys=False)
+
+
+def model_section(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The model component's section of a recipe mapping (datasets and ``optim`` removed)."""
+    section = {k: v for k, v in data["model"].items() if k not in (*MODEL_DATA_KEYS, "optim")}
+    section.setdefault("name", DEFAULT_MODEL)
+    return section
 
 
 def _typed(model: type[BaseModel], value: Any, key: str, registry: Registry) -> Any:
@@ -289,25 +293,22 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
             scheduler_section = optim.get("sched")
             if scheduler_section is not None:
                 validate_section(registry, "scheduler", scheduler_section, "model.optim.sched")
-        recipe = Recipe(
-            data=data,
-            name=name,
-            trainer=trainer,
-            exp_manager=exp_manager,
-            train_ds=datasets["train_ds"],
-            validation_ds=datasets["validation_ds"],
-            model_component=None,  # type: ignore[arg-type]
-            model_config=None,  # type: ignore[arg-type]
-            optimizer_section=optimizer_section,
-            scheduler_section=scheduler_section,
-            source=source,
-        )
-        recipe.model_component, recipe.model_config = validate_section(
-            registry, "model", recipe.model_section, "model"
-        )
+        model_component, model_config = validate_section(registry, "model", model_section(data), "model")
     except RecipeError as err:
         raise err.at(source) from None
-    return recipe
+    return Recipe(
+        data=data,
+        name=name,
+        trainer=trainer,
+        exp_manager=exp_manager,
+        train_ds=datasets["train_ds"],
+        validation_ds=datasets["validation_ds"],
+        model_component=model_component,
+        model_config=model_config,
+        optimizer_section=optimizer_section,
+        scheduler_section=scheduler_section,
+        source=source,
+    )
 
 
 def load_recipe(

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from nestkit.recipe import model_section  # noqa: F401  (re-exported for the parity tests)
+
 REFERENCE = Path(os.environ.get("NESTKIT_NEMO_REFERENCE", Path(__file__).resolve().parents[1].parent / "shared/nemo_reference"))
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,8 +18,3 @@ def reference_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"NeMo reference {path} is absent (set NESTKIT_NEMO_REFERENCE)")
     return path
-
-
-def model_section(recipe: dict) -> dict:
-    """The model component's section of a recipe mapping (datasets and optim removed)."""
-    return {k: v for k, v in recipe["model"].items() if k not in ("train_ds", "validation_ds", "optim")}

@@ -35,19 +35,6 @@ def run_nestkit(
     )
 
 
-def nemo_reference_dir() -> Path:
-    env = os.environ.get("NESTKIT_NEMO_REFERENCE")
-    return Path(env) if env else ROOT.parent / "shared" / "nemo_reference"
-
-
-@pytest.fixture(scope="session")
-def nemo_reference() -> Path:
-    path = nemo_reference_dir()
-    if not (path / "parity_small.pt").exists():
-        pytest.skip(f"NeMo reference fixtures not found at {path} (set NESTKIT_NEMO_REFERENCE)")
-    return path
-
-
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test plugin packages (one working, one broken), installed by pip into a folder

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import run_nestkit
@@ -44,14 +47,11 @@ def test_plugin_component_builds_from_a_section(plugin_site: Path) -> None:
         "y, n = enc(torch.zeros(2, 80, 64), torch.tensor([64, 40]))\n"
         "print(tuple(y.shape), n.tolist())\n"
     )
-    import subprocess
-    import sys
-
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "PYTHONPATH": str(plugin_site)},
+        env={**os.environ, "PYTHONPATH": str(plugin_site)},
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

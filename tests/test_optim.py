@@ -5,15 +5,14 @@ from __future__ import annotations
 import io
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 import nestkit
+from _nemo_ref import reference_file
 from nestkit.errors import RecipeError
 
-NOAM_REF = Path("/work/shared/nemo_reference/noam_lr.json")
 
 
 def _params() -> list[torch.nn.Parameter]:
@@ -24,9 +23,8 @@ def _lr(opt: torch.optim.Optimizer) -> float:
     return float(opt.param_groups[0]["lr"])
 
 
-@pytest.mark.skipif(not NOAM_REF.exists(), reason="NeMo reference tables not present")
 def test_noam_matches_nemo_at_every_listed_step() -> None:
-    ref = json.loads(NOAM_REF.read_text())
+    ref = json.loads(reference_file("noam_lr.json").read_text())
     cfg = ref["config"]
     opt = nestkit.build("optimizer", {"name": "adamw", "lr": cfg["lr"]}, params=_params())
     sched = nestkit.build(
