@@ -126,15 +126,11 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def bundled_recipe(name: str) -> Path | None:
-    """A recipe shipped with nestkit (``recipes/<name>``), if it exists."""
-    here = Path(__file__).resolve().parent
-    for folder in (here / "recipes", here.parent / "recipes"):
-        candidate = folder / name
-        if candidate.suffix not in (".yaml", ".yml"):
-            candidate = candidate.with_suffix(".yaml")
-        if candidate.exists():
-            return candidate
-    return None
+    """A recipe of nestkit's ``recipes/`` folder (next to the package in a source checkout)."""
+    candidate = Path(__file__).resolve().parent.parent / "recipes" / name
+    if candidate.suffix not in (".yaml", ".yml"):
+        candidate = candidate.with_suffix(".yaml")
+    return candidate if candidate.exists() else None
 
 
 # ---------------------------------------------------------------------------- overrides
