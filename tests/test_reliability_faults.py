@@ -66,6 +66,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(baseline: Baseline, se
     assert result.resume_rc == 0, result.detail
     assert result.resumed_from == result.newest_intact, result  # never an older checkpoint
     assert result.differing == [], result  # torch.equal on every tensor of the final model
+    assert not list(tr.checkpoints(baseline.exp_dir, f"kill{seed}-{mode}").glob(".*.tmp-*"))  # cleaned on resume
 
 
 def _lagging_experiment(baseline: Baseline, name: str) -> Path:

@@ -152,6 +152,8 @@ def find_resume(folder: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
     leaves a newer step file, and a damaged ``last.ckpt`` must not stop a run that has intact
     older ones: every candidate newer than what loaded is tried, newest first.
     """
+    for stale in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+        stale.unlink(missing_ok=True)  # a write cut short by a crash; the file it meant to replace is intact
     damaged: list[str] = []
 
     def attempt(path: Path) -> dict[str, Any] | None:
