@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -48,7 +49,7 @@ class Row:
             self.notes[note] += 1
 
 
-def kills(rows: list[Row], work: Path, n: int, seed: int) -> None:
+def kills(rows: list[Row], work: Path, n: int, seed: int, keep: Path | None = None) -> None:
     recipe = tr.write_recipe(work, work / "exp")
     rc, _, err = tr.run_to_end(recipe, "baseline")
     if rc != 0:
@@ -64,6 +65,8 @@ def kills(rows: list[Row], work: Path, n: int, seed: int) -> None:
         if not r.killed:
             note = "run finished before the kill"
         by_mode[mode].add(r.survived, r.data_lost, "" if r.survived else f"{r.kill_point}: {r.detail or r.differing[:3]}", note)
+        if keep is not None and not r.survived:  # the evidence: checkpoints, logs, resolved recipe
+            shutil.copytree(work / "exp" / f"kill{seed + i}-{mode}", keep / f"kill{seed + i}-{mode}", dirs_exist_ok=True)
         print(f"  kill {i + 1}/{n}: {r.kill_point}: {'ok' if r.survived else 'FAILED'}", file=sys.stderr, flush=True)
     rows += by_mode.values()
 
@@ -166,6 +169,8 @@ def main() -> None:
     parser.add_argument("--fuzz", type=int, default=300, help="fuzz cases per input kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["faults", "fuzz"], default=None)
+    parser.add_argument("--keep-failures", type=Path, default=None,
+                        help="copy the experiment folder of every failed kill/resume here")
     args = parser.parse_args()
     rows: list[Row] = []
     t0 = time.time()
@@ -173,7 +178,7 @@ def main() -> None:
         work = Path(tmp)
         if args.only != "fuzz":
             (work / "kills").mkdir()
-            kills(rows, work / "kills", args.kills, args.seed)
+            kills(rows, work / "kills", args.kills, args.seed, args.keep_failures)
             signals(rows, work, args.signals)
             crashes(rows, work, args.crashes)
             disk_full(rows, work)
