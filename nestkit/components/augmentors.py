@@ -76,6 +76,16 @@ def _scale(audio_energy: torch.Tensor, noise_energy: torch.Tensor, ratio_db: tor
     return torch.where(noise_energy > 0, torch.sqrt(audio_energy.double() / safe), torch.zeros_like(denom)).float()
 
 
+def _batch_frame(
+    batch: AudioBatch, prob: float, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """audio, lengths, row and sample indices, and which utterances are augmented (drawn first)."""
+    audio = batch.audio
+    rows = torch.arange(audio.shape[0], device=audio.device)
+    t = torch.arange(audio.shape[1], device=audio.device)
+    return audio, batch.audio_len, rows, t, _rand(audio.shape[0], g) < prob
+
+
 def _source_and_ratio(c: SpeakerNoiseConfig, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per utterance: mix noise (True; always for a batch of one) or other speech, and the
     energy ratio in dB drawn from that source's range."""
@@ -149,12 +159,8 @@ class SpeakerNoiseAugmentor:
 
     def __call__(self, batch: AudioBatch, generator: torch.Generator) -> AudioBatch:
         c, g = self.cfg, generator
-        audio, length = batch.audio, batch.audio_len
-        B, T = audio.shape
-        dev = audio.device
-        rows = torch.arange(B, device=dev)
-        t = torch.arange(T, device=dev)
-        apply = _rand(B, g) < c.prob
+        audio, length, rows, t, apply = _batch_frame(batch, c.prob, g)
+        B, dev = audio.shape[0], audio.device
         lo = torch.floor(length.double() * c.min_mix_rate).long()
         hi = torch.floor(length.double() * c.max_mix_rate).long()
         if c.min_mix_rate < c.max_mix_rate:
@@ -190,12 +196,8 @@ class MultiSpeakerNoiseAugmentor:
 
     def __call__(self, batch: AudioBatch, generator: torch.Generator) -> AudioBatch:
         c, g = self.cfg, generator
-        audio, length = batch.audio, batch.audio_len
-        B, T = audio.shape
-        dev = audio.device
-        rows = torch.arange(B, device=dev)
-        t = torch.arange(T, device=dev)
-        apply = _rand(B, g) < c.prob
+        audio, length, rows, t, apply = _batch_frame(batch, c.prob, g)
+        B, dev = audio.shape[0], audio.device
         if c.min_mix_rate < c.max_mix_rate:
             rate = _uniform(c.min_mix_rate, c.max_mix_rate, B, g)
         else:

@@ -11,7 +11,6 @@ empty selection is NaN), and no boolean indexing is used, so nothing waits on th
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 

@@ -9,7 +9,7 @@ import io
 import math
 import signal
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,24 @@ def check_audio(case: AudioCase, folder: Path, mode: str, index: int = 0) -> str
 # ---------------------------------------------------------------------------- manifests
 
 
+ONE_LINE_ERROR = object()
+
+
+def _guarded(what: str, seconds: float, call: Callable[[], Any]) -> Any:
+    """``call()``'s result, or ONE_LINE_ERROR when it ended in a one-line nestkit error;
+    a hang, a crash or any other exception is a :class:`Violation`."""
+    try:
+        with time_limit(seconds, what):
+            return call()
+    except NestkitError as err:
+        one_line(err, what)
+        return ONE_LINE_ERROR
+    except Violation:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - anything else is the bug we look for
+        raise _unexpected(exc, what) from None
+
+
 def check_manifest(seed: int, folder: Path, huge_ints: bool = True) -> str:
     """``read_manifest`` on generated lines: a Manifest of sane values, or a one-line DataError."""
     from nestkit.data.manifest import read_manifest
@@ -97,16 +115,9 @@ def check_manifest(seed: int, folder: Path, huge_ints: bool = True) -> str:
     path = folder / f"manifest{seed}.json"
     path.write_bytes(data)
     what = f"read_manifest(seed {seed}: {data[:300]!r})"
-    try:
-        with time_limit(10, what):
-            manifest = read_manifest(str(path))
-    except NestkitError as err:
-        one_line(err, what)
+    manifest = _guarded(what, 10, lambda: read_manifest(str(path)))
+    if manifest is ONE_LINE_ERROR:
         return "error"
-    except Violation:
-        raise
-    except BaseException as exc:  # noqa: BLE001
-        raise _unexpected(exc, what) from None
     n = len(manifest)
     if not (n == len(manifest.durations) == len(manifest.offsets) == len(manifest.extras) == manifest.report.items):
         raise Violation(f"{what}: inconsistent column lengths")
@@ -134,14 +145,6 @@ def check_recipe(base: dict[str, Any], seed: int, folder: Path) -> str:
     path = folder / f"recipe{seed}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     what = f"nestkit validate (seed {seed}: {'; '.join(notes)})"
-    try:
-        with time_limit(60, what), contextlib.redirect_stdout(io.StringIO()):
-            validate_cli.validate(path, [], params=True, quiet=True)
-    except NestkitError as err:
-        one_line(err, what)
-        return "error"
-    except Violation:
-        raise
-    except BaseException as exc:  # noqa: BLE001
-        raise _unexpected(exc, what) from None
-    return "valid"
+    with contextlib.redirect_stdout(io.StringIO()):
+        outcome = _guarded(what, 60, lambda: validate_cli.validate(path, [], params=True, quiet=True))
+    return "error" if outcome is ONE_LINE_ERROR else "valid"
