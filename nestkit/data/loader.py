@@ -14,7 +14,8 @@ as in-loader augmentation up to float rounding (same seed per batch).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,23 @@ def _identity(batch: AudioBatch) -> AudioBatch:
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # one decode stream per worker; more threads only contend
+    sys.excepthook = _quiet_when_main_is_gone(sys.excepthook)
+
+
+def _quiet_when_main_is_gone(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A worker's excepthook that stays silent when the main process dropped a connection.
+
+    The worker's handle-sharing thread (multiprocessing.resource_sharer) reports a broken
+    handshake through ``sys.excepthook``. That happens when the main process stops mid-fetch
+    because it is ending the run (another worker died, Ctrl-C); the main process reports the
+    real cause in one line, and this traceback would only bury it.
+    """
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if not issubclass(kind, (EOFError, ConnectionError)):
+            hook(kind, value, tb)
+
+    return excepthook
 
 
 class _SpecSampler:
