@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nestkit.errors import NestkitError
+from nestkit.models.compile import compile_encoder_layers
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
@@ -131,16 +132,6 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
-
-
-def compile_encoder_layers(model: nn.Module) -> int:
-    """``torch.compile`` each Conformer block in place (the rest stays eager); returns how many."""
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise NestkitError("--compile: this model's encoder has no `layers` list to compile")
-    for layer in layers:
-        layer.compile()
-    return len(layers)
 
 
 def forward_loss(model: nn.Module, batch: SyntheticBatch) -> Tensor:
@@ -353,6 +344,8 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         model.zero_grad(set_to_none=True)
 
         compiled_layers = compile_encoder_layers(model) if use_compile else 0
+        if use_compile and not compiled_layers:
+            raise NestkitError("--compile: this model's encoder has no `layers` list to compile")
         _, first_step = _timed(lambda: train_step(model, optimizer, batch, amp, scheduler), device)
         for _ in range(max(settings.warmup - 1, 0)):
             train_step(model, optimizer, batch, amp, scheduler)

@@ -33,6 +33,9 @@ class TrainerConfig(_Section):
     enable_checkpointing: Literal[False] = Field(False, description="NeMo key; checkpoints are exp_manager's job, so only false")
     logger: Literal[False] = Field(False, description="NeMo key; logging is exp_manager's job, so only false")
     benchmark: bool = Field(False, description="cudnn.benchmark (off for variable-length audio)")
+    compile: bool | None = Field(
+        None, description="torch.compile the encoder blocks (null: on for GPU training, off on the CPU where compiling outlasts short runs)"
+    )
     enable_progress_bar: bool = Field(True, description="live progress bar on a terminal (plain log lines otherwise)")
     num_sanity_val_steps: Literal[0] = Field(0, description="NeMo key; no sanity validation, so only 0")
     seed: int = Field(42, description="seed for Python, NumPy and torch")
