@@ -110,3 +110,17 @@ def test_padding_waste_benchmark_bucketing_beats_random_batches() -> None:
     assert {r["distribution"] for r in rows} == {"demo", "lognormal_2_20s"}
     for row in rows:
         assert 0 <= row["bucketed_padding"] < row["random_padding"] < 1
+
+
+def test_sdpa_bias_attention_is_as_accurate_as_the_explicit_formula_in_bf16() -> None:
+    """Outputs and every gradient of the fused path stay within 1.5x the explicit path's bf16 error
+    (NeMo PR #15714: a bias path with bad gradients made training diverge)."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/attention_precision.py", "--batch", "3", "--frames", "48", "--dtype", "bfloat16"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert {r["quantity"] for r in rows} >= {"output", "grad x", "grad pos_bias_u", "grad pos_bias_v", "grad linear_pos.weight"}
+    for row in rows:
+        assert row["explicit"] < 0.02 and row["sdpa_bias"] < 1.5 * row["explicit"], row
