@@ -158,9 +158,9 @@ class Trainer:
             if not compile_encoder_layers(model) and cfg.compile:
                 raise RecipeError("trainer.compile: this model's encoder has no `layers` list to compile", key="trainer.compile")
             if cfg.compile is None:  # not asked for: a compiler failure falls back to eager, with a warning
-                import torch._dynamo
+                from torch._dynamo import config as dynamo_config
 
-                torch._dynamo.config.suppress_errors = True
+                dynamo_config.suppress_errors = True
         self.model = model
         if self.info.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
