@@ -88,6 +88,20 @@ def test_resume_starts_from_the_newest_intact_checkpoint(baseline: Baseline) -> 
     assert "at step 7" in out, [line for line in out.splitlines() if "resumed" in line]
 
 
+def test_kill_while_writing_the_final_last_checkpoint_is_completed_on_resume(baseline: Baseline) -> None:
+    """Killed between step=00000008.ckpt and last.ckpt of the final step: resuming has no step
+    left to run, and must still bring last.ckpt up to the final weights."""
+    folder = tr.checkpoints(baseline.exp_dir, "final-lagging")
+    shutil.rmtree(folder.parent, ignore_errors=True)
+    shutil.copytree(baseline.checkpoints.parent, folder.parent)
+    shutil.copyfile(folder / "step=00000007.ckpt", folder / "last.ckpt")
+    rc, out, err = tr.run_to_end(baseline.recipe, "final-lagging")
+    assert rc == 0, err
+    assert "at step 8" in out
+    assert load_checkpoint(folder / "last.ckpt")["step"] == 8
+    assert tr.same_weights(baseline.weights, tr.model_of(folder / "last.ckpt")) == []
+
+
 def test_truncated_last_checkpoint_falls_back_to_an_intact_one(baseline: Baseline) -> None:
     folder = _lagging_experiment(baseline, "truncated")
     data = (folder / "last.ckpt").read_bytes()

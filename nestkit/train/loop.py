@@ -294,7 +294,9 @@ class Trainer:
         self.batches_in_epoch = int(state["batches_in_epoch"])
         self.best_val_loss = state.get("best_val_loss")
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
-        self.saved_at = self.step
+        # last.ckpt holds this state only when it is what we resumed from. A newer step file (a kill
+        # between it and last.ckpt) or an outside checkpoint must be saved again, even with no step left.
+        self.saved_at = self.step if self.keeper is not None and path == self.keeper.last else -1
         per_rank = state.get("per_rank") or []
         if state.get("world_size") == self.info.world_size and len(per_rank) == self.info.world_size:
             mine = per_rank[self.info.rank]

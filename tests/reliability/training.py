@@ -223,7 +223,8 @@ def kill_and_resume(recipe: Path, exp_dir: Path, baseline: dict[str, torch.Tenso
     name = f"kill{seed}-{mode}"
     folder = checkpoints(exp_dir, name)
     shutil.rmtree(exp_dir / name, ignore_errors=True)
-    step = rng.randint(1, MAX_STEPS - 1)
+    # A write kill may hit the final step's checkpoints too; a step kill needs a step still to come.
+    step = rng.randint(1, MAX_STEPS if mode == "write" else MAX_STEPS - 1)
     run = Training(recipe, name)
     try:
         if mode == "step":
