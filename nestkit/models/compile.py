@@ -11,16 +11,10 @@ from __future__ import annotations
 from torch import nn
 
 
-def encoder_layers(model: nn.Module) -> nn.ModuleList | None:
-    """The model's list of encoder blocks, or None when it has none."""
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    return layers if isinstance(layers, nn.ModuleList) else None
-
-
 def compile_encoder_layers(model: nn.Module) -> int:
     """Compile each encoder block in place; returns how many (0 when the model has none)."""
-    layers = encoder_layers(model)
-    if layers is None:
+    layers = getattr(getattr(model, "encoder", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
         return 0
     for layer in layers:
         layer.compile()
