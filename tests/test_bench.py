@@ -124,3 +124,27 @@ def test_sdpa_bias_attention_is_as_accurate_as_the_explicit_formula_in_bf16() ->
     assert {r["quantity"] for r in rows} >= {"output", "grad x", "grad pos_bias_u", "grad pos_bias_v", "grad linear_pos.weight"}
     for row in rows:
         assert row["explicit"] < 0.02 and row["sdpa_bias"] < 1.5 * row["explicit"], row
+
+
+def _activation_memory(*args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/activation_memory.py", "--recipe", "recipes/nest_demo.yaml", "--seconds", "2",
+         "--precision", "32", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_activation_memory_projection_matches_a_direct_measurement() -> None:
+    """Saved activations fitted at batches 1 and 2 predict batch 4 as measured there."""
+    projected = _activation_memory("--batch", "2", "--project-batch", "4")
+    measured = _activation_memory("--batch", "4", "--project-batch", "4")
+    assert projected["saved_activations_mib"]["batch_1"] > 0
+    assert projected["saved_activations_mib"]["batch_2"] > projected["saved_activations_mib"]["batch_1"]
+    want = measured["saved_activations_mib"]["batch_4"]
+    got = projected["saved_activations_mib"]["batch_4_projected"]
+    assert abs(got - want) <= 0.02 * want + 0.2, (got, want)
+    state = sum(projected["model_state_mib"].values())
+    assert abs(projected["projected_floor_mib"] - (got + state)) <= 0.2
+    assert next(iter(projected["by_module_projected_mib"])).startswith("encoder.")
