@@ -18,14 +18,19 @@ What is saved depends on the device's kernels. On the CPU, autocast runs SDPA in
 through its math path (three (B, H, T, T) float32 tensors per layer) and dropout keeps its mask
 in the input's dtype; CUDA's fused attention keeps the bias once in bfloat16 and dropout a
 one-byte mask. CPU figures therefore overstate those rows: use ``--device cuda`` for the real ones.
+
+With ``--activation-checkpointing N`` the first N blocks keep only their inputs; the backward
+pass then also holds one block's activations at a time while it replays it (not in the floor).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -33,6 +38,7 @@ from torch import Tensor, nn
 
 import nestkit
 import nestkit.bench as nb
+from nestkit.models.checkpointing import checkpoint_encoder_layers
 
 
 def _group(name: str) -> str:
@@ -40,32 +46,44 @@ def _group(name: str) -> str:
     return re.sub(r"\.\d+(?=\.|$)", ".*", name) or "(top)"
 
 
-def saved_bytes_by_module(model: nn.Module, run: Any) -> dict[str, int]:
+def saved_bytes_by_module(model: nn.Module, run: Any, checkpointed: Collection[nn.Module] = ()) -> dict[str, int]:
     """Bytes autograd saves during ``run()``, by the innermost named module active at the time.
 
     Each storage is counted once (views and re-saves of one tensor are free); parameters
     themselves are not activations and are left out (their low-precision casts are counted).
+    A ``checkpointed`` block keeps its tensor inputs instead of what its operations save.
     """
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     stack: list[str] = []
     seen: set[int] = set()
     found: dict[str, int] = defaultdict(int)
 
-    def pack(t: Tensor) -> Tensor:
+    def count(t: Tensor, group: str) -> None:
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
         if ptr not in seen and ptr not in params and storage.nbytes():
             seen.add(ptr)
-            found[_group(stack[-1] if stack else "")] += storage.nbytes()
+            found[group] += storage.nbytes()
+
+    def pack(t: Tensor) -> Tensor:
+        count(t, _group(stack[-1] if stack else ""))
         return t
+
+    def enter(module: nn.Module, args: tuple[Any, ...], name: str) -> None:
+        stack.append(name)
+        if module in kept_inputs:
+            for a in args:
+                if isinstance(a, Tensor):
+                    count(a, _group(name) + " (checkpoint inputs)")
 
     def leave(*_: Any) -> None:  # a forward hook that returns a value would replace the output
         stack.pop()
 
+    kept_inputs = set(checkpointed)
     handles = []
     for name, module in model.named_modules():
         if name:
-            handles.append(module.register_forward_pre_hook(lambda m, a, n=name: stack.append(n) and None))
+            handles.append(module.register_forward_pre_hook(functools.partial(enter, name=name)))
             handles.append(module.register_forward_hook(leave))
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -85,6 +103,7 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16-mixed", choices=nb.PRECISIONS)
     parser.add_argument("--top", type=int, default=12, help="module groups listed")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--activation-checkpointing", type=int, default=0, help="encoder blocks checkpointed (-1: all)")
     args = parser.parse_args()
     if args.batch < 2:
         raise SystemExit("--batch must be at least 2 (the fit needs two batch sizes)")
@@ -93,6 +112,8 @@ def main() -> None:
     recipe = nestkit.load_recipe(args.recipe)
     device = nb.resolve_device(args.device)
     model = nestkit.build_model(recipe).to(device).train()
+    blocks = checkpoint_encoder_layers(model, args.activation_checkpointing)
+    checkpointed = list(model.encoder.layers)[:blocks] if blocks else []
     rate = int(getattr(model.preprocessor, "sample_rate", 16000))
 
     def measure(n: int) -> dict[str, int]:
@@ -103,7 +124,7 @@ def main() -> None:
             with nb.autocast(device, args.precision):
                 losses.append(nb.forward_loss(model, batch))
 
-        found = saved_bytes_by_module(model, forward)
+        found = saved_bytes_by_module(model, forward, checkpointed)
         losses[0].backward()  # the counted tensors were the real ones: backward runs from them
         model.zero_grad(set_to_none=True)
         return found
@@ -123,6 +144,7 @@ def main() -> None:
         "recipe": args.recipe,
         "device": str(device),
         "precision": args.precision,
+        "checkpointed_layers": blocks,
         "seconds": args.seconds,
         "measured_batches": [1, args.batch],
         "projected_batch": args.project_batch,

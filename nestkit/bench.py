@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nestkit.errors import NestkitError
+from nestkit.models.checkpointing import checkpoint_encoder_layers
 from nestkit.models.compile import compile_encoder_layers
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -276,6 +277,7 @@ class BenchSettings:
     warmup: int = 5
     precision: str = "bf16-mixed"
     compile: bool | None = None  # None: on for CUDA, off for CPU
+    activation_checkpointing: int = 0  # encoder blocks recomputed in backward (-1: all)
     device: str = "auto"
     peak_tflops: float | None = None
     seed: int = 0
@@ -343,6 +345,9 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         components = component_times(model, batch, device, amp) if settings.components else None
         model.zero_grad(set_to_none=True)
 
+        checkpointed = checkpoint_encoder_layers(model, settings.activation_checkpointing)
+        if settings.activation_checkpointing and not checkpointed:
+            raise NestkitError("--activation-checkpointing: this model's encoder has no `layers` list")
         compiled_layers = compile_encoder_layers(model) if use_compile else 0
         if use_compile and not compiled_layers:
             raise NestkitError("--compile: this model's encoder has no `layers` list to compile")
@@ -371,6 +376,7 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         "precision": settings.precision,
         "compile": use_compile,
         "compiled_layers": compiled_layers,
+        "checkpointed_layers": checkpointed,
         "batch": settings.batch,
         "min_sec": settings.min_sec,
         "max_sec": settings.max_sec,

@@ -43,6 +43,7 @@ def test_bench_cli_prints_a_consistent_json_report(demo_report: dict) -> None:
     assert r["components"]["encoder"]["backward_ms"] > 0
     assert r["components"]["preprocessor"]["backward_ms"] is None
     assert math.isfinite(r["final_loss"])
+    assert r["checkpointed_layers"] == 0
     model = nestkit.build_model(DEMO)
     assert r["parameters"] == sum(p.numel() for p in model.parameters())
     assert r["trainable_parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad) < r["parameters"]
@@ -129,7 +130,7 @@ def test_sdpa_bias_attention_is_as_accurate_as_the_explicit_formula_in_bf16() ->
 def _activation_memory(*args: str) -> dict:
     proc = subprocess.run(
         [sys.executable, "benchmarks/activation_memory.py", "--recipe", "recipes/nest_demo.yaml", "--seconds", "2",
-         "--precision", "32", *args],
+         "--precision", "32", "--top", "30", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -148,3 +149,19 @@ def test_activation_memory_projection_matches_a_direct_measurement() -> None:
     state = sum(projected["model_state_mib"].values())
     assert abs(projected["projected_floor_mib"] - (got + state)) <= 0.2
     assert next(iter(projected["by_module_projected_mib"])).startswith("encoder.")
+
+
+def test_bench_with_activation_checkpointing_reports_the_blocks() -> None:
+    proc = run_nestkit("bench", "recipes/nest_demo.yaml", *SMALL, "--no-components", "--activation-checkpointing", "-1", timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["checkpointed_layers"] == len(nestkit.build_model(DEMO).encoder.layers) > 0
+    assert math.isfinite(r["final_loss"])
+
+
+def test_activation_memory_counts_checkpointed_blocks_by_their_inputs() -> None:
+    plain = _activation_memory("--batch", "2", "--project-batch", "8")
+    kept = _activation_memory("--batch", "2", "--project-batch", "8", "--activation-checkpointing", "-1")
+    assert kept["checkpointed_layers"] > 0 == plain["checkpointed_layers"]
+    assert kept["saved_activations_mib"]["batch_8_projected"] < plain["saved_activations_mib"]["batch_8_projected"]
+    assert any(k.endswith("(checkpoint inputs)") for k in kept["by_module_projected_mib"])

@@ -186,3 +186,25 @@ def test_compile_switch_compiles_the_encoder_blocks(tmp_path: Path, monkeypatch:
 def test_compile_switch_needs_encoder_blocks(tmp_path: Path) -> None:
     with pytest.raises(NestkitError, match="trainer.compile"):
         _train(recipe(tmp_path, compile=True))
+
+
+def test_activation_checkpointing_trains_to_the_same_weights(tmp_path: Path) -> None:
+    import yaml
+
+    from _train_recipe import tiny_recipe
+    from nestkit.recipe import load_recipe
+
+    states = {}
+    for blocks in (0, -1):
+        data = tiny_recipe(tmp_path / str(blocks), max_steps=3, val_check_interval=1000, activation_checkpointing=blocks)
+        data["model"]["encoder"].update(n_layers=2, dropout=0.1)  # dropout: the replay must redraw the same masks
+        (tmp_path / f"{blocks}.yaml").write_text(yaml.safe_dump(data))
+        result = Trainer(load_recipe(tmp_path / f"{blocks}.yaml"), announce=lambda s: None).run()
+        states[blocks] = ckpt.load_checkpoint(result.last_checkpoint)["model"]
+    for key, tensor in states[-1].items():
+        torch.testing.assert_close(tensor, states[0][key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_activation_checkpointing_needs_encoder_blocks(tmp_path: Path) -> None:
+    with pytest.raises(NestkitError, match="trainer.activation_checkpointing"):
+        _train(recipe(tmp_path, activation_checkpointing=2))

@@ -20,6 +20,9 @@ def bench(
     compile: bool = typer.Option(
         None, "--compile/--no-compile", help="torch.compile the encoder blocks [default: on for CUDA, off for CPU]."
     ),
+    activation_checkpointing: int = typer.Option(
+        0, "--activation-checkpointing", min=-1, help="Encoder blocks that recompute activations in backward (-1: all)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     peak_tflops: float = typer.Option(
         None, "--peak-tflops", help="Peak TFLOP/s for MFU [default: from the GPU's name for 16-bit precisions; none on CPU]."
@@ -45,6 +48,6 @@ def bench(
     loaded = nestkit.load_recipe(recipe, list(overrides or []))
     settings = BenchSettings(
         batch=batch, min_sec=min_sec, max_sec=max_sec, steps=steps, warmup=warmup, precision=precision,
-        compile=compile, device=device, peak_tflops=peak_tflops, seed=seed, threads=threads, components=components,
+        compile=compile, activation_checkpointing=activation_checkpointing, device=device, peak_tflops=peak_tflops, seed=seed, threads=threads, components=components,
     )
     typer.echo(json.dumps(run_bench(loaded, settings), indent=2))

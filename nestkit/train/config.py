@@ -36,6 +36,9 @@ class TrainerConfig(_Section):
     compile: bool | None = Field(
         None, description="torch.compile the encoder blocks (null: on for GPU training, off on the CPU where compiling outlasts short runs)"
     )
+    activation_checkpointing: int = Field(
+        0, ge=-1, description="encoder blocks that recompute their activations in backward instead of keeping them (0: none, -1: all); same results, less memory, more compute"
+    )
     enable_progress_bar: bool = Field(True, description="live progress bar on a terminal (plain log lines otherwise)")
     num_sanity_val_steps: Literal[0] = Field(0, description="NeMo key; no sanity validation, so only 0")
     seed: int = Field(42, description="seed for Python, NumPy and torch")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from nestkit.errors import DataError, NestkitError, RecipeError
+from nestkit.models.checkpointing import checkpoint_encoder_layers
 from nestkit.models.compile import compile_encoder_layers
 from nestkit.train import checkpoint as ckpt
 from nestkit.train import distributed as dist_utils
@@ -154,6 +155,8 @@ class Trainer:
         model = model.to(self.info.device)
         if self.info.distributed and cfg.sync_batchnorm and self.info.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if cfg.activation_checkpointing and not checkpoint_encoder_layers(model, cfg.activation_checkpointing):
+            raise RecipeError("trainer.activation_checkpointing: this model's encoder has no `layers` list", key="trainer.activation_checkpointing")
         if cfg.compile or (cfg.compile is None and self.info.device.type == "cuda"):
             if not compile_encoder_layers(model) and cfg.compile:
                 raise RecipeError("trainer.compile: this model's encoder has no `layers` list to compile", key="trainer.compile")
