@@ -37,6 +37,10 @@ def _running_stats_kept(block: nn.Module) -> Iterator[None]:
                     buffer.copy_(value)
 
 
+def _forward_and_replay_contexts(block: nn.Module) -> tuple[contextlib.AbstractContextManager[None], contextlib.AbstractContextManager[None]]:
+    return contextlib.nullcontext(), _running_stats_kept(block)
+
+
 def checkpoint_encoder_layers(model: nn.Module, count: int) -> int:
     """Checkpoint the first ``count`` encoder blocks (-1: all); returns how many (0 without blocks)."""
     layers = getattr(getattr(model, "encoder", None), "layers", None)
@@ -44,6 +48,6 @@ def checkpoint_encoder_layers(model: nn.Module, count: int) -> int:
         return 0
     chosen = list(layers) if count < 0 else list(layers)[:count]
     for block in chosen:
-        contexts = functools.partial(lambda b: (contextlib.nullcontext(), _running_stats_kept(b)), block)
+        contexts = functools.partial(_forward_and_replay_contexts, block)
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False, context_fn=contexts)
     return len(chosen)
