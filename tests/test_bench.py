@@ -137,9 +137,14 @@ def _activation_memory(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_activation_memory_projection_matches_a_direct_measurement() -> None:
+@pytest.fixture(scope="module")
+def projected_memory() -> dict:
+    return _activation_memory("--batch", "2", "--project-batch", "4")
+
+
+def test_activation_memory_projection_matches_a_direct_measurement(projected_memory: dict) -> None:
     """Saved activations fitted at batches 1 and 2 predict batch 4 as measured there."""
-    projected = _activation_memory("--batch", "2", "--project-batch", "4")
+    projected = projected_memory
     measured = _activation_memory("--batch", "4", "--project-batch", "4")
     assert projected["saved_activations_mib"]["batch_1"] > 0
     assert projected["saved_activations_mib"]["batch_2"] > projected["saved_activations_mib"]["batch_1"]
@@ -159,9 +164,9 @@ def test_bench_with_activation_checkpointing_reports_the_blocks() -> None:
     assert math.isfinite(r["final_loss"])
 
 
-def test_activation_memory_counts_checkpointed_blocks_by_their_inputs() -> None:
-    plain = _activation_memory("--batch", "2", "--project-batch", "8")
-    kept = _activation_memory("--batch", "2", "--project-batch", "8", "--activation-checkpointing", "-1")
+def test_activation_memory_counts_checkpointed_blocks_by_their_inputs(projected_memory: dict) -> None:
+    plain = projected_memory
+    kept = _activation_memory("--batch", "2", "--project-batch", "4", "--activation-checkpointing", "-1")
     assert kept["checkpointed_layers"] > 0 == plain["checkpointed_layers"]
-    assert kept["saved_activations_mib"]["batch_8_projected"] < plain["saved_activations_mib"]["batch_8_projected"]
+    assert kept["saved_activations_mib"]["batch_4_projected"] < plain["saved_activations_mib"]["batch_4_projected"]
     assert any(k.endswith("(checkpoint inputs)") for k in kept["by_module_projected_mib"])
