@@ -120,6 +120,38 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pyt
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_a_worker_death_during_a_write_completes_the_checkpoint_then_reports_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's DataLoader raises from its SIGCHLD handler when a worker dies; arriving mid-write
+    it used to break the write and read as "cannot write checkpoint: unexpected pos ...". """
+    import os
+    import signal
+
+    def dataloader_handler(signum, frame):  # what torch installs, in short
+        raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+
+    real_save = torch.save
+
+    def save_while_a_worker_dies(obj, handle, *a, **k):
+        os.kill(os.getpid(), signal.SIGCHLD)  # delivered to this (main) thread right away
+        handle.write(b"")  # a few bytecodes later: where an undeferred handler would raise
+        real_save(obj, handle, *a, **k)
+
+    previous = signal.signal(signal.SIGCHLD, dataloader_handler)
+    try:
+        monkeypatch.setattr(torch, "save", save_while_a_worker_dies)
+        with pytest.raises(RuntimeError, match="DataLoader worker") as raised:
+            ckpt.atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.full((3,), 7.0)}}, tmp_path / "last.ckpt")
+        assert not isinstance(raised.value, CheckpointError)
+        assert signal.getsignal(signal.SIGCHLD) is dataloader_handler  # put back
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    monkeypatch.undo()
+    assert torch.equal(ckpt.load_checkpoint(tmp_path / "last.ckpt")["model"]["w"], torch.full((3,), 7.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 def test_keeper_keeps_top_k(tmp_path: Path) -> None:
     keeper = ckpt.CheckpointKeeper(tmp_path, save_top_k=2)
     state = {"format": ckpt.FORMAT, "model": {}}

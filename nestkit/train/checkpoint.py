@@ -8,9 +8,13 @@ disk mid-write leaves the previous file untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,26 +49,47 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _child_signals_deferred() -> Iterator[None]:
+    """Hold SIGCHLD's Python handler until the block is done, then run it.
+
+    torch's DataLoader installs a SIGCHLD handler that raises when a worker died. Raised in the
+    middle of ``torch.save`` it breaks the write and reads as a checkpoint error ("unexpected
+    pos ..."); deferred, the checkpoint is completed first and the dead worker is reported as such.
+    """
+    handler = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
+    if not callable(handler) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGCHLD, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, handler)
+        if pending:
+            handler(*pending[0])
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """Write ``obj`` with ``torch.save`` so ``path`` is either the old file or the complete new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except (OSError, RuntimeError) as exc:
+    with _child_signals_deferred():
         try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if "DataLoader worker" in str(exc):  # torch raised it here from its SIGCHLD handler: not our write
-            raise
-        raise CheckpointError(f"cannot write checkpoint {path}: {_reason(exc)}") from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                torch.save(obj, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except (OSError, RuntimeError) as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise CheckpointError(f"cannot write checkpoint {path}: {_reason(exc)}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
