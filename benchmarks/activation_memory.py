@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 import nestkit
 import nestkit.bench as nb
-from nestkit.models.checkpointing import checkpoint_encoder_layers
+from nestkit.models.encoder_blocks import checkpoint_encoder_layers, encoder_blocks
 
 
 def _group(name: str) -> str:
@@ -113,7 +113,7 @@ def main() -> None:
     device = nb.resolve_device(args.device)
     model = nestkit.build_model(recipe).to(device).train()
     blocks = checkpoint_encoder_layers(model, args.activation_checkpointing)
-    checkpointed = list(model.encoder.layers)[:blocks] if blocks else []
+    checkpointed = encoder_blocks(model)[:blocks]
     rate = int(getattr(model.preprocessor, "sample_rate", 16000))
 
     def measure(n: int) -> dict[str, int]:

@@ -22,8 +22,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nestkit.errors import NestkitError
-from nestkit.models.checkpointing import checkpoint_encoder_layers
-from nestkit.models.compile import compile_encoder_layers
+from nestkit.models.encoder_blocks import checkpoint_encoder_layers, compile_encoder_layers
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 

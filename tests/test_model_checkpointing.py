@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import nestkit
-from nestkit.models.checkpointing import checkpoint_encoder_layers
+from nestkit.models.encoder_blocks import checkpoint_encoder_layers
 
 from test_model_components import nest_section
 from test_model_nest import audio_batch

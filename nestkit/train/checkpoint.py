@@ -177,7 +177,9 @@ def find_resume(folder: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
     leaves a newer step file, and a damaged ``last.ckpt`` must not stop a run that has intact
     older ones: every candidate newer than what loaded is tried, newest first.
     """
-    for stale in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+    if not folder.is_dir():
+        return None
+    for stale in folder.glob(".*.tmp-*"):
         stale.unlink(missing_ok=True)  # a write cut short by a crash; the file it meant to replace is intact
     damaged: list[str] = []
 
@@ -195,7 +197,7 @@ def find_resume(folder: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
         if state is not None:
             best = (last, state)
     numbered = []
-    for path in folder.glob("*.ckpt") if folder.is_dir() else []:
+    for path in folder.glob("*.ckpt"):
         match = _STEP_IN_NAME.match(path.name)
         if match:
             numbered.append((int(match.group(1)), path))

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 
 from nestkit.errors import DataError, NestkitError, RecipeError
-from nestkit.models.checkpointing import checkpoint_encoder_layers
-from nestkit.models.compile import compile_encoder_layers
+from nestkit.models.encoder_blocks import checkpoint_encoder_layers, compile_encoder_layers
 from nestkit.train import checkpoint as ckpt
 from nestkit.train import distributed as dist_utils
 from nestkit.train import rng
