@@ -66,6 +66,9 @@ class NestOutput:
     tokens: Tensor
     accuracy: Tensor  # top-1 accuracy on masked tokens (0-dim)
     masked_fraction: Tensor  # share of valid input frames that were masked (0-dim)
+    # (B, T'') bool over the T'' <= T' positions the loss scores (nestkit.health's contract):
+    token_mask: Tensor  # scored by the masked loss
+    token_valid: Tensor  # inside the utterance (position < encoded_len), not padding
 
 
 class NestConfig(ComponentConfig):
@@ -185,7 +188,10 @@ class NestModel(nn.Module):
         loss = self.loss(masks=masks, log_probs=log_probs, tokens=tokens, encoded_len=encoded_len)
         accuracy = self.loss.accuracy(masks, log_probs.detach(), tokens) if hasattr(self.loss, "accuracy") else loss.new_zeros(())
         masked_fraction = masks[:, 0, :].detach().float().sum() / frames.sum().clamp_min(1)
-        return NestOutput(loss, log_probs, encoded, encoded_len, masks, tokens, accuracy, masked_fraction)
+        token_mask = self.loss.aligned(masks, log_probs.detach(), tokens)[0]
+        token_valid = torch.arange(token_mask.shape[1], device=encoded_len.device) < encoded_len[:, None]
+        return NestOutput(loss, log_probs, encoded, encoded_len, masks, tokens, accuracy, masked_fraction,
+                          token_mask, token_valid)
 
     def _mask(self, feats: Tensor, lengths: Tensor, apply_mask: bool) -> tuple[Tensor, Tensor]:
         if apply_mask:
