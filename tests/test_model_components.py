@@ -20,7 +20,7 @@ def test_overlap_masking_fraction_matches_expectation() -> None:
     torch.manual_seed(0)
     lengths = torch.full((400,), 500)
     _, masks = masking(True, 0.02)(torch.zeros(400, 4, 500), lengths)
-    # Each of the L - block start positions opens a block w.p. p; frame t (block <= t < L - block)
+    # Each of the L - block + 1 start positions opens a block w.p. p; frame t (block <= t < L - block)
     # stays unmasked only if none of the `block` starts before it fires: 1 - (1 - p)^block.
     expected = 1 - (1 - 0.02) ** BLOCK
     middle = masks[:, 0, BLOCK : 500 - BLOCK].mean().item()
@@ -37,6 +37,68 @@ def test_non_overlap_masking_fraction_is_mask_prob() -> None:
     assert torch.equal(per_utt[lengths == 500], n_blocks[lengths == 500] * BLOCK)
     assert torch.equal(per_utt[lengths == 333], n_blocks[lengths == 333] * BLOCK)
     assert (per_utt[lengths == 64] > 0).all()
+
+
+def test_overlap_frame_marginals_follow_nemo_start_rule() -> None:
+    """NeMo 3.0.0 with overlap: a block may start at every t with t + block <= L (so it may end
+    exactly at the last frame), each with probability p. Frame t is then masked with probability
+    1 - (1 - p)^k(t), k(t) = the valid starts in [t - block + 1, t]; frames >= L never."""
+    torch.manual_seed(3)
+    n, length, width, p = 4000, 30, 40, 0.1
+    time_mask = masking(True, p).draw(torch.full((n,), length), width)
+    t = torch.arange(width)
+    last_start = length - BLOCK
+    k = (torch.minimum(t, torch.tensor(last_start)) - (t - BLOCK + 1).clamp_min(0) + 1).clamp_min(0)
+    expected = 1 - (1 - p) ** k.double()
+    observed = time_mask.double().mean(0)
+    assert not time_mask[:, length:].any()
+    assert abs(observed[length - 1] - p) < 0.02  # only the last valid start covers the last frame
+    torch.testing.assert_close(observed, expected, atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("allow_overlap", [True, False])
+def test_utterance_of_exactly_one_block_can_be_masked(allow_overlap: bool) -> None:
+    torch.manual_seed(4)
+    lengths = torch.tensor([BLOCK] * 200 + [BLOCK - 1] * 200)
+    time_mask = masking(allow_overlap, 0.5).draw(lengths, BLOCK + 2)
+    masked_share = time_mask[:200].any(1).float().mean().item()
+    assert not time_mask[:, BLOCK:].any()
+    if allow_overlap:  # the one valid start is 0, taken w.p. 0.5: all or nothing; shorter: never
+        assert abs(masked_share - 0.5) < 0.1
+        assert torch.equal(time_mask[:200, :BLOCK].all(1), time_mask[:200].any(1))
+        assert not time_mask[200:].any()
+    else:  # one block shrunk to BLOCK // 2 frames, always drawn
+        assert masked_share == 1.0 and torch.equal(time_mask[:200].sum(1), torch.full((200,), BLOCK // 2))
+
+
+def _grid_starts(time_mask: torch.Tensor, block: int) -> torch.Tensor:
+    """Block starts of non-overlapping masks (N, T) whose blocks lie on one grid per row: the
+    first masked frame fixes the offset; every masked frame must belong to a whole grid block."""
+    t = torch.arange(time_mask.shape[1])
+    offset = time_mask.int().argmax(1, keepdim=True) % block
+    is_start = time_mask & ((t - offset) % block == 0) & (t >= offset)
+    count = torch.cumsum(is_start.int(), 1)
+    covered = (count - torch.nn.functional.pad(count, (block, 0))[:, : time_mask.shape[1]]) > 0
+    assert torch.equal(covered, time_mask)
+    assert torch.equal(time_mask.sum(1), is_start.sum(1) * block)
+    return is_start
+
+
+@pytest.mark.parametrize(
+    ("length", "mask_prob", "block", "blocks"),
+    [(100, 0.2, BLOCK, 2), (30, 0.3, 15, 1), (BLOCK, 0.5, BLOCK // 2, 1)],  # full, shrunk to 15, shrunk to 5
+)
+def test_non_overlap_starts_cover_nemo_range_and_nothing_beyond(length: int, mask_prob: float, block: int, blocks: int) -> None:
+    """NeMo 3.0.0 without overlap: starts slot * b + offset, slot < L // b - 1, offset in [0, b):
+    exactly 0 .. (L // b - 1) * b - 1 over many draws (the offset never exceeds the shrunk block)."""
+    torch.manual_seed(5)
+    module = nestkit.build("masking", {"name": "random_block", "feat_in": 4, "block_size": 16 if length == 30 else BLOCK,
+                                       "mask_prob": mask_prob, "allow_overlap": False, "freeze": True})
+    time_mask = module.draw(torch.full((3000,), length), length + 8)
+    is_start = _grid_starts(time_mask, block)
+    assert torch.equal(is_start.sum(1), torch.full((3000,), blocks))
+    seen = is_start.any(0).nonzero().flatten()
+    assert torch.equal(seen, torch.arange((length // block - 1) * block))
 
 
 @pytest.mark.parametrize("allow_overlap", [True, False])

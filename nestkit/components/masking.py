@@ -1,17 +1,20 @@
-"""Random block masking of (B, D, T) features, NeMo's ``RandomBlockMasking`` without its loops.
+"""Random block masking of (B, D, T) features, NeMo 3.0.0's ``RandomBlockMasking`` in tensor ops.
 
-Both of NeMo's modes are drawn on the device in a few tensor ops (no per-utterance Python
-loop, no host sync):
+Both of NeMo's modes are drawn on the device (no per-utterance Python loop, no host sync), with
+the same distribution of block starts as NeMo 3.0.0, for an utterance of L frames:
 
-- ``allow_overlap: true``: NeMo draws Binomial(L - block_size, mask_prob) block starts, uniformly
-  without replacement, from [0, L - block_size). That is the same distribution as letting every
-  start position open a block independently with probability ``mask_prob``, which is what
-  is drawn here; blocks may overlap.
-- ``allow_overlap: false``: ceil(L * mask_prob / block_size) blocks on a grid of block-sized
-  slots shifted by a random offset (the block shrinks to L // (n + 1) for short utterances),
-  chosen uniformly without repetition, as NeMo does.
+- ``allow_overlap: true``: every start t with ``t + block_size <= L`` opens a block independently
+  with probability ``mask_prob``, so a block may end exactly at the last frame and an utterance
+  of exactly ``block_size`` frames can be masked; blocks may overlap. Shorter utterances are
+  never masked.
+- ``allow_overlap: false``: n = ceil(L * mask_prob / block_size) blocks; when (n + 1) blocks do
+  not fit, the block shrinks to b = L // (n + 1). The utterance is cut into L // b - 1 slots of
+  b frames shifted by one offset drawn uniformly from [0, b), and min(n, slots) distinct slots
+  are chosen uniformly. Starts are ``slot * b + offset``, so the last possible start is
+  (L // b - 2) * b + b - 1 and a block never reaches the last frame.
 
 Masked frames take the value of ``mask_embedding`` (learnable, or frozen with ``freeze``).
+``max_mask_ratio`` is nestkit's own cap (NeMo 3.0.0 accepts a key of that name and ignores it).
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class RandomBlockMasking(nn.Module):
     def _with_overlap(self, lengths: Tensor, max_len: int) -> Tensor:
         device = lengths.device
         t = torch.arange(max_len, device=device)[None, :]
-        can_start = t < (lengths[:, None] - self.block_size)
+        can_start = t + self.block_size <= lengths[:, None]
         starts = (torch.rand(lengths.shape[0], max_len, device=device) < self.mask_prob) & can_start
         if self.max_mask_ratio is not None:
             # Keep a random subset of at most floor(ratio * L / block) blocks.
@@ -93,18 +96,18 @@ class RandomBlockMasking(nn.Module):
         batch = lengths.shape[0]
         lengths = lengths.long()
         n_blocks = torch.ceil(lengths * self.mask_prob / self.block_size).long()
-        offset = torch.randint(0, self.block_size, (batch,), device=device)
-        block = torch.full_like(lengths, self.block_size)
         short = (n_blocks + 1) * self.block_size > lengths
-        block = torch.where(short, torch.div(lengths, n_blocks + 1, rounding_mode="floor"), block).clamp_min(1)
+        block = torch.where(short, torch.div(lengths, n_blocks + 1, rounding_mode="floor"), self.block_size).clamp_min(1)
+        offset = (torch.rand(batch, device=device) * block).long()  # uniform in [0, block)
         n_slots = torch.div(lengths, block, rounding_mode="floor") - 1
         slot_ids = torch.arange(max_len, device=device)[None, :]
-        scores = torch.where(slot_ids < n_slots[:, None], torch.rand(batch, max_len, device=device), 2.0)
-        chosen = (_ranks(scores) < n_blocks[:, None]) & (slot_ids < n_slots[:, None])  # (B, slots)
-        t = torch.arange(max_len, device=device)[None, :]
-        shifted = t - offset[:, None]
+        valid = slot_ids < n_slots[:, None]
+        scores = torch.where(valid, torch.rand(batch, max_len, device=device), 2.0)
+        chosen = (_ranks(scores) < n_blocks[:, None]) & valid  # (B, slots)
+        # Frame t lies in slot (t - offset) // block; frames before the offset lie in none.
+        shifted = slot_ids - offset[:, None]
         slot_of_t = torch.div(shifted.clamp_min(0), block[:, None], rounding_mode="floor").clamp_max(max_len - 1)
-        return (shifted >= 0) & chosen.gather(1, slot_of_t) & (t < lengths[:, None])
+        return (shifted >= 0) & chosen.gather(1, slot_of_t)
 
 
 def _build(**fields: object) -> RandomBlockMasking:
