@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from nestkit.health.warnings import TargetHealthConfig
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -43,6 +45,9 @@ class TrainerConfig(_Section):
     num_sanity_val_steps: Literal[0] = Field(0, description="NeMo key; no sanity validation, so only 0")
     seed: int = Field(42, description="seed for Python, NumPy and torch")
     max_nonfinite_steps: int = Field(10, ge=1, description="abort after this many consecutive non-finite losses")
+    target_health: TargetHealthConfig = Field(
+        default_factory=TargetHealthConfig, description="warnings about collapsed targets or no context gain over the token prior"
+    )
 
     @field_validator("strategy")
     @classmethod
