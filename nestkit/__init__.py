@@ -3,9 +3,9 @@
 Public API (kept import-light: torch loads only when a model is built)::
 
     recipe = nestkit.load_recipe("recipes/nest_fast_conformer.yaml", ["trainer.max_steps=10"])
-    nestkit.registry.components("encoder")      # what is installed
+    nestkit.list_components("encoder")          # what is installed
     encoder = nestkit.build("encoder", {"name": "fast_conformer", "feat_in": 80, ...})
-    model = nestkit.build_model(recipe)
+    model = nestkit.build_model(recipe)         # built from the registry the recipe was validated with
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nestkit import registry
 from nestkit.errors import NestkitError, RecipeError
 from nestkit.hookspecs import hookimpl
-from nestkit.registry import Component, ComponentConfig, section_field
+from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,31 +28,49 @@ __all__ = [
     "ComponentConfig",
     "NestkitError",
     "RecipeError",
+    "Registry",
     "build",
     "build_model",
     "hookimpl",
+    "list_components",
     "load_recipe",
     "registry",
     "section_field",
 ]
 
 
-def load_recipe(path: str | Path | dict[str, Any], overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
-    """Load, resolve (extends, overrides, ``${...}``) and validate a recipe."""
+def _installed() -> Registry:
+    from nestkit.plugins import get_registry
+
+    return get_registry()
+
+
+def load_recipe(
+    path: str | Path | dict[str, Any], overrides: tuple[str, ...] | list[str] = (), registry: Registry | None = None
+) -> Recipe:
+    """Load, resolve (extends, overrides, ``${...}``) and validate a recipe against ``registry``
+    (default: the installed plugins); the recipe keeps that registry for building."""
     from nestkit.recipe import load_recipe as _load
 
-    return _load(path, overrides)
+    return _load(path, overrides, registry=registry)
 
 
-def build(kind: str, section: dict[str, Any], **context: Any) -> Any:
-    """Build the component described by ``section`` (``{"name": ..., **fields}``) of ``kind``."""
-    return registry.build_from(registry.get_registry(), kind, section, key=kind, **context)
+def build(kind: str, section: dict[str, Any], *, registry: Registry | None = None, **context: Any) -> Any:
+    """Build the component described by ``section`` (``{"name": ..., **fields}``) of ``kind`` from
+    ``registry`` (default: the installed plugins); ``context`` goes to its factory."""
+    return (registry if registry is not None else _installed()).build(kind, section, key=kind, **context)
 
 
 def build_model(recipe: Recipe | str | Path | dict[str, Any], overrides: tuple[str, ...] | list[str] = ()) -> Any:
-    """The recipe's model (a ``torch.nn.Module``) from a recipe object, path or mapping."""
+    """The recipe's model (a ``torch.nn.Module``) from a recipe object, path or mapping, built from
+    the registry the recipe was validated with."""
     from nestkit.recipe import Recipe as _Recipe
 
     if not isinstance(recipe, _Recipe):
         recipe = load_recipe(recipe, overrides)
-    return registry.build_from(registry.get_registry(), "model", recipe.model_section, key="model")
+    return recipe.registry.make(recipe.model_component, recipe.model_config, key="model")
+
+
+def list_components(kind: str | None = None) -> list[Component]:
+    """Every installed component (optionally of one kind), with its provider."""
+    return [c for c in _installed() if kind is None or c.kind == kind]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class NestkitError(Exception):
@@ -26,6 +26,32 @@ class RecipeError(NestkitError):
     def at(self, file: str) -> RecipeError:
         """The same error, attributed to a recipe file."""
         return RecipeError(self.message, self.key, self.file or file)
+
+    def under(self, prefix: str) -> RecipeError:
+        """The same error, its key read inside the section at ``prefix``."""
+        return RecipeError(self.message, ".".join(p for p in (prefix, self.key) if p), self.file)
+
+
+class RecipeErrors(RecipeError):
+    """Several recipe problems found in one pass; ``errors`` holds each one (one line each)."""
+
+    def __init__(self, errors: Sequence[RecipeError]) -> None:
+        self.errors = [e for err in errors for e in (err.errors if isinstance(err, RecipeErrors) else [err])]
+        super().__init__(f"{len(self.errors)} problems")
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+    def at(self, file: str) -> RecipeErrors:
+        return RecipeErrors([e.at(file) for e in self.errors])
+
+    def under(self, prefix: str) -> RecipeErrors:
+        return RecipeErrors([e.under(prefix) for e in self.errors])
+
+
+def combined(errors: Sequence[RecipeError]) -> RecipeError:
+    """The one error itself, or all of them as :class:`RecipeErrors`."""
+    return errors[0] if len(errors) == 1 else RecipeErrors(errors)
 
 
 class DataError(NestkitError):

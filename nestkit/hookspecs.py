@@ -2,7 +2,8 @@
 
 A plugin is a module (or object) exposed under the Python entry-point group ``nestkit``
 that implements one or more of these hooks with ``@nestkit.hookimpl``. nestkit's own
-components register through exactly the same hook (see ``nestkit/builtin.py``).
+components register through exactly the same hook (see ``nestkit/builtin.py``). This module
+imports nothing of nestkit at run time (the registry's types only for type checkers).
 """
 
 from __future__ import annotations
@@ -29,5 +30,6 @@ def nestkit_register_components(register: Callable[[Component], None]) -> None:
         duplicate kind+name pairs across providers.
     :returns: nothing.
 
-    Called once per process, the first time the registry is used.
+    Called once per process and plugin, the first time the registry is used. A hook that
+    raises registers none of its components; the other plugins are not affected.
     """

@@ -3,7 +3,10 @@
 The layout follows NeMo's training configs (``name``, ``model`` with its datasets,
 components and ``optim``; ``trainer``; ``exp_manager``). Component sections carry ``name:``
 (the registry name) where NeMo has ``_target_``. Everything is validated before anything
-heavy runs, and every problem is a one-line :class:`~nestkit.errors.RecipeError`.
+heavy runs, and every problem is a one-line :class:`~nestkit.errors.RecipeError`; all problems
+of the overrides, then all problems of the resolved recipe, are reported together
+(:class:`~nestkit.errors.RecipeErrors`). A recipe keeps the registry it was validated with, and
+``nestkit.build_model`` builds from it.
 """
 
 from __future__ import annotations
@@ -11,23 +14,16 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from nestkit.data.config import DatasetConfig
-from nestkit.errors import RecipeError, did_you_mean
-from nestkit.registry import (
-    Component,
-    ComponentConfig,
-    Registry,
-    nested_kinds,
-    validate_section,
-    validation_error,
-)
+from nestkit.errors import RecipeError, combined, did_you_mean
+from nestkit.registry import Component, ComponentConfig, Registry, validate_fields
 from nestkit.train.config import ExpManagerConfig, TrainerConfig
 
 TOP_LEVEL_KEYS = ("name", "model", "trainer", "exp_manager")
@@ -152,25 +148,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``dotted.key=value`` overrides. A missing parent that looks like a typo of an existing
     key is an error with a suggestion; other missing parents and new leaves are created and
-    checked by validation (so an unknown field still fails, with a suggestion)."""
+    checked by validation (so an unknown field still fails, with a suggestion). Every bad
+    override is reported, together."""
     data = copy.deepcopy(data)
+    problems: list[RecipeError] = []
     for text in overrides:
-        parts, value = parse_override(text)
-        node: Any = data
-        for depth, part in enumerate(parts[:-1]):
-            if isinstance(node, dict) and part not in node and not did_you_mean(part, list(node)):
-                node[part] = {}  # a section the file leaves at its defaults; validation checks the name
-            if not isinstance(node, dict) or part not in node:
-                where = ".".join(parts[:depth]) or "the recipe"
-                choices = list(node) if isinstance(node, dict) else []
-                raise RecipeError(
-                    f"override '{text}': {where} has no key '{part}'{did_you_mean(part, choices)}"
-                )
-            node = node[part]
-        if not isinstance(node, dict):
-            raise RecipeError(f"override '{text}': {'.'.join(parts[:-1])} is not a mapping")
-        node[parts[-1]] = value
+        try:
+            _apply_override(data, text)
+        except RecipeError as err:
+            problems.append(err)
+    if problems:
+        raise combined(problems)
     return data
+
+
+def _apply_override(data: dict[str, Any], text: str) -> None:
+    parts, value = parse_override(text)
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, dict) and part not in node and not did_you_mean(part, list(node)):
+            node[part] = {}  # a section the file leaves at its defaults; validation checks the name
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:depth]) or "the recipe"
+            choices = list(node) if isinstance(node, dict) else []
+            raise RecipeError(f"override '{text}': {where} has no key '{part}'{did_you_mean(part, choices)}")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise RecipeError(f"override '{text}': {'.'.join(parts[:-1])} is not a mapping")
+    node[parts[-1]] = value
 
 
 # ---------------------------------------------------------------------------- interpolation
@@ -231,6 +236,7 @@ class Recipe:
     model_config: ComponentConfig
     optimizer_section: dict[str, Any] | None
     scheduler_section: dict[str, Any] | None
+    registry: Registry = field(repr=False, compare=False)  # what validated it, and what builds it
     source: str = ""
 
     @property
@@ -249,49 +255,57 @@ def model_section(data: Mapping[str, Any]) -> dict[str, Any]:
     return section
 
 
-def _typed(model: type[BaseModel], value: Any, key: str, registry: Registry) -> Any:
-    """Validate a fixed section; component sections nested in it are checked by the registry."""
-    try:
-        typed = model.model_validate(value if value is not None else {})
-    except ValidationError as exc:
-        raise validation_error(exc, model, key) from None
-    for fname, kind in nested_kinds(model).items():
-        if getattr(typed, fname) is not None:
-            validate_section(registry, kind, getattr(typed, fname), f"{key}.{fname}")
+def _typed(model: type[BaseModel], value: Any, key: str, registry: Registry, problems: list[RecipeError]) -> Any:
+    """Validate a fixed section (None if invalid); component sections nested in it are checked by
+    the registry. Problems are appended to ``problems``."""
+    fields = value if value is not None else {}
+    typed, bad_fields = validate_fields(model, fields, key, problems)
+    if isinstance(fields, Mapping):
+        registry.check_sections(model, fields, bad_fields, key, problems)
     return typed
 
 
+def _optim(optim: Any, registry: Registry, problems: list[RecipeError]) -> tuple[dict[str, Any] | None, Any]:
+    """The optimizer and scheduler sections of ``model.optim``, checked."""
+    if optim is None:
+        return None, None
+    if not isinstance(optim, dict):
+        problems.append(RecipeError("expected a mapping with 'name:' of an optimizer", key="model.optim"))
+        return None, None
+    optimizer_section = {k: v for k, v in optim.items() if k != "sched"}
+    registry.check("optimizer", optimizer_section, "model.optim", problems)
+    scheduler_section = optim.get("sched")
+    if scheduler_section is not None:
+        registry.check("scheduler", scheduler_section, "model.optim.sched", problems)
+    return optimizer_section, scheduler_section
+
+
 def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Recipe:
-    """Validate a resolved recipe mapping against nestkit's sections and the registry."""
-    try:
-        for key in data:
-            if key not in TOP_LEVEL_KEYS:
-                raise RecipeError(f"unknown section '{key}'{did_you_mean(str(key), TOP_LEVEL_KEYS)}", key=str(key))
-        model = data.get("model")
-        if not isinstance(model, dict):
-            raise RecipeError("expected a mapping with the model's components", key="model")
-        name = data.get("name", "nestkit")
-        if not isinstance(name, str):
-            raise RecipeError(f"expected a string, got {name!r}", key="name")
-        trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry)
-        exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry)
-        datasets = {
-            k: _typed(DatasetConfig, model[k], f"model.{k}", registry) if model.get(k) is not None else None
-            for k in MODEL_DATA_KEYS
-        }
-        optimizer_section = scheduler_section = None
-        optim = model.get("optim")
-        if optim is not None:
-            if not isinstance(optim, dict):
-                raise RecipeError("expected a mapping with 'name:' of an optimizer", key="model.optim")
-            optimizer_section = {k: v for k, v in optim.items() if k != "sched"}
-            validate_section(registry, "optimizer", optimizer_section, "model.optim")
-            scheduler_section = optim.get("sched")
-            if scheduler_section is not None:
-                validate_section(registry, "scheduler", scheduler_section, "model.optim.sched")
-        model_component, model_config = validate_section(registry, "model", model_section(data), "model")
-    except RecipeError as err:
-        raise err.at(source) from None
+    """Validate a resolved recipe mapping against nestkit's sections and the registry; every
+    problem of every section is reported at once."""
+    problems: list[RecipeError] = []
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(RecipeError(f"unknown section '{key}'{did_you_mean(str(key), TOP_LEVEL_KEYS)}", key=str(key)))
+    name = data.get("name", "nestkit")
+    if not isinstance(name, str):
+        problems.append(RecipeError(f"expected a string, got {name!r}", key="name"))
+    model = data.get("model")
+    datasets: dict[str, Any] = dict.fromkeys(MODEL_DATA_KEYS)
+    optimizer_section = scheduler_section = checked_model = None
+    if isinstance(model, dict):
+        for k in MODEL_DATA_KEYS:
+            if model.get(k) is not None:
+                datasets[k] = _typed(DatasetConfig, model[k], f"model.{k}", registry, problems)
+        checked_model = registry.check("model", model_section(data), "model", problems)
+        optimizer_section, scheduler_section = _optim(model.get("optim"), registry, problems)
+    else:
+        problems.append(RecipeError("expected a mapping with the model's components", key="model"))
+    trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry, problems)
+    exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry, problems)
+    if problems:
+        raise combined([p.at(source) for p in problems])
+    assert checked_model is not None
     return Recipe(
         data=data,
         name=name,
@@ -299,10 +313,11 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
         exp_manager=exp_manager,
         train_ds=datasets["train_ds"],
         validation_ds=datasets["validation_ds"],
-        model_component=model_component,
-        model_config=model_config,
+        model_component=checked_model[0],
+        model_config=checked_model[1],
         optimizer_section=optimizer_section,
         scheduler_section=scheduler_section,
+        registry=registry,
         source=source,
     )
 
@@ -310,7 +325,8 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
 def load_recipe(
     path: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), registry: Registry | None = None
 ) -> Recipe:
-    """Load, resolve and validate a recipe file (or mapping) with ``dotted.key=value`` overrides."""
+    """Load, resolve and validate a recipe file (or mapping) with ``dotted.key=value`` overrides
+    against ``registry`` (default: the installed plugins)."""
     if registry is None:
         from nestkit.plugins import get_registry
 

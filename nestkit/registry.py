@@ -1,21 +1,33 @@
 """The typed component registry: every buildable part of nestkit goes through it.
 
-A component is a kind (``encoder``), a name (``fast_conformer``), a factory, a pydantic
-config model and a one-line summary; the plugin that registered it is its provider.
-Building a component validates its recipe section against the config model and calls the
-factory with the typed field values as keyword arguments (plus any context such as the
-model's parameters for an optimizer).
+This module depends on nothing in nestkit but ``nestkit.errors``. Filling a registry from the
+installed plugins is :mod:`nestkit.plugins`' job, and whoever builds holds the registry it
+validated with and passes it down: nothing here looks up a process-wide registry.
+
+A component is a kind (``encoder``), a name (``fast_conformer``), a factory, a pydantic config
+model and a one-line summary; the plugin that registered it is its provider. Building validates
+a recipe section against the config model once and calls ``factory(config, **context)`` with
+the typed config object plus any context (the parameters for an optimizer, ...). A component
+whose config holds other components' sections (:func:`section_field`) also gets
+``registry=``, the registry to build those sections with: ``registry.build(kind, section,
+key=field_name)``; their errors then name the full key (``model.encoder.n_heads``).
+
+Factories written for nestkit 0.1 took the config's fields as keyword arguments. They still
+work: :meth:`Registry.add` recognises them (no positional parameter, or a parameter named after
+a config field), calls them that way and warns once (``DeprecationWarning``).
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nestkit.errors import RecipeError, did_you_mean
+from nestkit.errors import RecipeError, combined, did_you_mean
 
 KINDS: tuple[str, ...] = (
     "preprocessor",
@@ -43,7 +55,8 @@ class ComponentConfig(BaseModel):
 def section_field(kind: str, default: Any = ..., description: str = "") -> Any:
     """A config field that holds another component's section (a mapping with ``name:``).
 
-    The registry validates such a field recursively, so errors point at the nested key.
+    The registry validates such a field recursively, so errors point at the nested key, and the
+    component's factory receives ``registry=`` to build it.
     """
     desc = description or f"a {kind} section: `name:` plus that component's fields"
     if default is ...:
@@ -53,7 +66,7 @@ def section_field(kind: str, default: Any = ..., description: str = "") -> Any:
 
 @dataclass(frozen=True)
 class Component:
-    """One registered component."""
+    """One registered component: ``factory(config, **context)`` builds it."""
 
     kind: str
     name: str
@@ -77,6 +90,36 @@ class PluginFailure:
     error: str
 
 
+def _takes_fields(factory: Callable[..., Any], config: type[BaseModel]) -> bool:
+    """Whether ``factory`` follows nestkit 0.1's convention: the config's fields as keywords."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: assume today's convention
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    by_name = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return not positional or bool(by_name & set(config.model_fields))
+
+
+def _fields_as_keywords(factory: Callable[..., Any]) -> Callable[..., Any]:
+    """Adapt a 0.1-style factory to ``factory(config, **context)``."""
+
+    def call(config: BaseModel, registry: Registry | None = None, **context: Any) -> Any:
+        return factory(**{name: getattr(config, name) for name in type(config).model_fields}, **context)
+
+    return call
+
+
+def nested_kinds(config: type[BaseModel]) -> dict[str, str]:
+    """Fields of ``config`` that hold component sections, mapped to their kind."""
+    kinds: dict[str, str] = {}
+    for fname, info in config.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and _KIND_KEY in extra:
+            kinds[fname] = str(extra[_KIND_KEY])
+    return kinds
+
+
 @dataclass
 class Registry:
     """All components known to this process, keyed by kind and name."""
@@ -85,23 +128,36 @@ class Registry:
     failures: list[PluginFailure] = field(default_factory=list)
     plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> "dist version"
 
-    def add(self, component: Component, provider: str = "", version: str = "") -> None:
-        if component.kind not in KINDS:
-            raise ValueError(
-                f"{provider or '?'} registers {component.name!r} under unknown kind "
-                f"{component.kind!r}; kinds are {', '.join(KINDS)}"
+    def add(self, *components: Component, provider: str = "", version: str = "") -> None:
+        """Register ``components`` from one provider: all of them, or none if one is invalid."""
+        ready: list[Component] = []
+        for component in components:
+            if component.kind not in KINDS:
+                raise ValueError(
+                    f"{provider or '?'} registers {component.name!r} under unknown kind "
+                    f"{component.kind!r}; kinds are {', '.join(KINDS)}"
+                )
+            if not (isinstance(component.config, type) and issubclass(component.config, BaseModel)):
+                raise ValueError(f"{component.kind} {component.name!r}: config must be a pydantic model")
+            component = replace(
+                component, provider=component.provider or provider, version=component.version or version
             )
-        if not (isinstance(component.config, type) and issubclass(component.config, BaseModel)):
-            raise ValueError(f"{component.kind} {component.name!r}: config must be a pydantic model")
-        component = replace(
-            component, provider=component.provider or provider, version=component.version or version
-        )
-        same = self._components.setdefault((component.kind, component.name), [])
-        if any(c.provider == component.provider for c in same):
-            raise ValueError(
-                f"{component.provider} registers {component.kind} {component.name!r} twice"
-            )
-        same.append(component)
+            same = self._components.get((component.kind, component.name), []) + [
+                c for c in ready if (c.kind, c.name) == (component.kind, component.name)
+            ]
+            if any(c.provider == component.provider for c in same):
+                raise ValueError(f"{component.provider} registers {component.kind} {component.name!r} twice")
+            if _takes_fields(component.factory, component.config):
+                warnings.warn(
+                    f"{component.provider} {component.kind} {component.name!r}: a factory taking the config's "
+                    "fields as keywords is deprecated; take the config object: factory(config, **context)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                component = replace(component, factory=_fields_as_keywords(component.factory))
+            ready.append(component)
+        for component in ready:
+            self._components.setdefault((component.kind, component.name), []).append(component)
 
     def kinds(self) -> tuple[str, ...]:
         return KINDS
@@ -124,16 +180,90 @@ class Registry:
             installed = self.names(kind)
             hint = did_you_mean(bare, installed)
             listing = ", ".join(installed) if installed else "none"
-            raise RecipeError(
-                f"unknown {kind} '{name}'{hint} (installed: {listing})", key=where
-            )
+            raise RecipeError(f"unknown {kind} '{name}'{hint} (installed: {listing})", key=where)
         if len(candidates) > 1:
             both = " and ".join(c.qualified_name for c in candidates)
-            raise RecipeError(
-                f"{kind} '{bare}' is provided by {both}; pick one as 'provider:{bare}'",
-                key=where,
-            )
+            raise RecipeError(f"{kind} '{bare}' is provided by {both}; pick one as 'provider:{bare}'", key=where)
         return candidates[0]
+
+    def validate(self, kind: str, section: Any, key: str = "") -> tuple[Component, ComponentConfig]:
+        """Validate a recipe section ``{name: ..., **fields}`` of ``kind`` found at ``key``, its
+        nested component sections included; raises every problem at once (one RecipeError, or
+        :class:`~nestkit.errors.RecipeErrors`)."""
+        problems: list[RecipeError] = []
+        checked = self.check(kind, section, key or kind, problems)
+        if problems:
+            raise combined(problems)
+        assert checked is not None
+        return checked
+
+    def check(
+        self, kind: str, section: Any, key: str, problems: list[RecipeError], nested: bool = True
+    ) -> tuple[Component, ComponentConfig] | None:
+        """Like :meth:`validate`, but appends the problems to ``problems`` (None if any is here)."""
+        if isinstance(section, BaseModel):
+            section = section.model_dump()
+        if not isinstance(section, Mapping):
+            problems.append(RecipeError(f"expected a mapping with 'name:', got {_describe_input(section)}", key=key))
+            return None
+        name = section.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append(RecipeError(f"a {kind} section needs 'name:' (one of: {', '.join(self.names(kind))})", key=key))
+            return None
+        try:
+            component = self.get(kind, name, key=f"{key}.name" if key else "name")
+        except RecipeError as err:
+            problems.append(err)
+            return None
+        fields = {k: v for k, v in section.items() if k != "name"}
+        config, bad_fields = validate_fields(component.config, fields, key, problems)
+        if nested:
+            self.check_sections(component.config, fields, bad_fields, key, problems)
+        return (component, config) if config is not None else None
+
+    def check_sections(
+        self, config: type[BaseModel], fields: Mapping[str, Any], skip: set[str], key: str, problems: list[RecipeError]
+    ) -> None:
+        """Validate the component sections that ``fields`` of ``config`` hold, except the fields in
+        ``skip`` (already reported); problems are appended."""
+        for fname, kind in nested_kinds(config).items():
+            sub = fields.get(fname)
+            if sub is not None and fname not in skip:
+                self.check(kind, sub, f"{key}.{fname}" if key else fname, problems)
+
+    def build(self, kind: str, section: Any, key: str = "", **context: Any) -> Any:
+        """Validate ``section`` (once, this level only: the factory builds and so validates the
+        sections it holds) and build it with ``context``."""
+        problems: list[RecipeError] = []
+        checked = self.check(kind, section, key or kind, problems, nested=False)
+        if problems:
+            raise combined(problems)
+        assert checked is not None
+        return self.make(*checked, key=key or kind, **context)
+
+    def make(self, component: Component, config: ComponentConfig, key: str = "", **context: Any) -> Any:
+        """Call ``component``'s factory with an already validated ``config`` (from the section at
+        ``key``); errors of the sections it builds are reported under ``key``."""
+        if not nested_kinds(component.config):
+            return component.factory(config, **context)
+        context.setdefault("registry", self)
+        try:
+            return component.factory(config, **context)
+        except RecipeError as err:
+            raise err.under(key) from None
+
+
+def validate_fields(
+    model: type[BaseModel], fields: Mapping[str, Any], key: str, problems: list[RecipeError]
+) -> tuple[Any, set[str]]:
+    """``model`` validated from ``fields`` (None if invalid) and the fields with problems; each
+    problem is appended to ``problems`` as one line at ``key.field``."""
+    try:
+        return model.model_validate(fields), set()
+    except ValidationError as exc:
+        errors = exc.errors()
+        problems.extend(_one_line_errors(errors, model, key))
+        return None, {str(err["loc"][0]) for err in errors if err.get("loc")}
 
 
 def _describe_input(value: Any) -> str:
@@ -185,72 +315,12 @@ def _error_line(err: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[
     return ".".join(loc), f"{msg[0].lower()}{msg[1:]}{suffix}" if msg else msg
 
 
-def validation_error(exc: ValidationError, model: type[BaseModel] | None, prefix: str) -> RecipeError:
-    """Turn pydantic's first error into a one-line :class:`RecipeError` at ``prefix.key``."""
-    key, message = _error_line(exc.errors()[0], model)
-    return RecipeError(message, key=".".join(p for p in (prefix, key) if p))
-
-
-def nested_kinds(config: type[BaseModel]) -> dict[str, str]:
-    """Fields of ``config`` that hold component sections, mapped to their kind."""
-    kinds: dict[str, str] = {}
-    for fname, info in config.model_fields.items():
-        extra = info.json_schema_extra
-        if isinstance(extra, dict) and _KIND_KEY in extra:
-            kinds[fname] = str(extra[_KIND_KEY])
-    return kinds
-
-
-def validate_section(
-    registry: Registry, kind: str, section: Any, key: str
-) -> tuple[Component, ComponentConfig]:
-    """Validate a recipe section ``{name: ..., **fields}`` of ``kind`` found at ``key``.
-
-    Nested component sections are validated too, so an error anywhere names its full key.
-    """
-    if isinstance(section, BaseModel):
-        section = section.model_dump()
-    if not isinstance(section, Mapping):
-        raise RecipeError(f"expected a mapping with 'name:', got {_describe_input(section)}", key=key)
-    name = section.get("name")
-    if not isinstance(name, str) or not name:
-        raise RecipeError(f"a {kind} section needs 'name:' (one of: {', '.join(registry.names(kind))})", key=key)
-    component = registry.get(kind, name, key=f"{key}.name" if key else "name")
-    fields = {k: v for k, v in section.items() if k != "name"}
-    try:
-        config = component.config.model_validate(fields)
-    except ValidationError as exc:
-        raise validation_error(exc, component.config, key) from None
-    for fname, sub_kind in nested_kinds(component.config).items():
-        sub = getattr(config, fname)
-        if sub is not None:
-            validate_section(registry, sub_kind, sub, f"{key}.{fname}" if key else fname)
-    return component, config
-
-
-def build_from(registry: Registry, kind: str, section: Any, key: str = "", **context: Any) -> Any:
-    """Validate ``section`` and call the component's factory with typed fields + context."""
-    component, config = validate_section(registry, kind, section, key or kind)
-    kwargs = {fname: getattr(config, fname) for fname in component.config.model_fields}
-    kwargs.update(context)
-    return component.factory(**kwargs)
-
-
-# ---------------------------------------------------------------------------- process-wide API
-
-
-def get_registry() -> Registry:
-    """The process-wide registry with every installed plugin loaded."""
-    from nestkit.plugins import get_registry as _get
-
-    return _get()
-
-
-def get(kind: str, name: str) -> Component:
-    """The component ``name`` (or ``provider:name``) of ``kind``."""
-    return get_registry().get(kind, name)
-
-
-def components(kind: str | None = None) -> list[Component]:
-    """Every registered component, optionally of one kind."""
-    return [c for c in get_registry() if kind is None or c.kind == kind]
+def _one_line_errors(
+    errors: list[Any], model: type[BaseModel] | None, prefix: str
+) -> list[RecipeError]:
+    """Each of pydantic's errors as a one-line :class:`RecipeError` at ``prefix.key``."""
+    out = []
+    for err in errors:
+        key, message = _error_line(err, model)
+        out.append(RecipeError(message, key=".".join(p for p in (prefix, key) if p)))
+    return out

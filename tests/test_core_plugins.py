@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 from conftest import run_nestkit
+
+from nestkit.plugins import load_registry
+from nestkit.registry import KINDS
 
 
 def test_installed_plugin_is_listed_with_its_provider(plugin_site: Path) -> None:
@@ -73,3 +78,38 @@ def test_describe_shows_plugin_fields(plugin_site: Path) -> None:
     for field, default in (("feat_in", "80"), ("d_model", "64"), ("subsampling_factor", "8")):
         assert any(field in line and default in line for line in result.stdout.splitlines()), result.stdout
     assert "nestkit-toy 0.3.1" in result.stdout
+
+
+def _entry_points(*names: str) -> list[EntryPoint]:
+    return [EntryPoint(name=name.lower(), value=f"_plugin_doubles:{name}", group="nestkit") for name in names]
+
+
+def test_a_failing_plugin_registers_nothing_and_the_others_all_register() -> None:
+    registry = load_registry(_entry_points("Good", "Raising", "Invalid", "Unmarked"))
+    assert [(c.kind, c.name, c.provider) for c in registry] == [("encoder", "good_enc", "good")]
+    assert {f.plugin: f.error for f in registry.failures} == {
+        "raising": "RuntimeError: half-way through",
+        "invalid": "ValueError: invalid registers 'typo' under unknown kind 'decodr'; kinds are " + ", ".join(KINDS),
+        "unmarked": "TypeError: implements no nestkit hook; mark nestkit_register_components with @nestkit.hookimpl",
+    }
+    assert list(registry.plugins) == ["good"]
+
+
+def test_trace_prints_each_hook_call_with_its_plugin(plugin_site: Path) -> None:
+    env = {"PYTHONPATH": str(plugin_site), "NESTKIT_TRACE_PLUGINS": "1"}
+    result = run_nestkit("list-components", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    trace = [line for line in result.stderr.splitlines() if line.startswith("nestkit: ")]
+    calls = [re.fullmatch(r"nestkit: nestkit_register_components -> plugin '(\S+)' \((.+)\)", line) for line in trace[::2]]
+    ends = [re.fullmatch(r"nestkit: nestkit_register_components <- plugin '(\S+)': (\d+) components \(\d+\.\d ms\)", line) for line in trace[1::2]]
+    assert all(calls) and all(ends), trace
+    assert [m.group(1) for m in calls] == [m.group(1) for m in ends]  # each call, then how it ended
+    traced = {m.group(1): m.group(2) for m in calls}
+    counted = {m.group(1): int(m.group(2)) for m in ends}
+    assert calls[0].group(1) == "builtin" and traced["builtin"] == "nestkit 0.1.0"
+    assert traced["toy"] == "nestkit-toy 0.3.1" and counted["toy"] == 1
+    components = json.loads(result.stdout)["components"]
+    assert counted["builtin"] == len([c for c in components if c["provider"] == "nestkit"])
+    assert "broken" not in traced  # it fails on import: no hook call to trace
+    quiet = run_nestkit("list-components", "--json", env={"PYTHONPATH": str(plugin_site)})
+    assert not [line for line in quiet.stderr.splitlines() if line.startswith("nestkit: ")]

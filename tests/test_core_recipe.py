@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import Field
 
-from nestkit.errors import RecipeError
+from nestkit.errors import RecipeError, RecipeErrors
 from nestkit.recipe import apply_overrides, interpolate, load_recipe
 from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
@@ -136,3 +136,55 @@ def test_overrides_fill_sections_the_file_leaves_at_defaults(registry: Registry,
     assert recipe.trainer.max_steps == 7 and recipe.exp_manager.name == "x"
     with pytest.raises(RecipeError, match=r"unknown section 'trainr'; did you mean 'trainer'\?"):
         load_recipe(write(tmp_path, "r.yaml", data), ["trainr.max_steps=7"], registry=registry)
+
+
+class TinyEncoder:
+    def __init__(self, cfg: EncConfig) -> None:
+        self.cfg = cfg
+
+
+class TinyModel:
+    def __init__(self, cfg: ModelConfig, *, registry: Registry) -> None:
+        self.encoder = registry.build("encoder", cfg.encoder, key="encoder")
+
+
+def test_the_registry_a_recipe_was_validated_with_is_the_one_that_builds(tmp_path: Path) -> None:
+    import nestkit
+
+    reg = Registry()  # names the installed plugins do not have: the global registry cannot build this
+    reg.add(Component("encoder", "tiny_enc", TinyEncoder, EncConfig, "enc"), provider="test")
+    reg.add(Component("model", "tiny_model", TinyModel, ModelConfig, "model"), provider="test")
+    data = {"model": {"name": "tiny_model", "encoder": {"name": "tiny_enc", "n_heads": 2}}}
+    recipe = nestkit.load_recipe(data, registry=reg)
+    assert recipe.registry is reg
+    model = nestkit.build_model(recipe)
+    assert isinstance(model, TinyModel) and isinstance(model.encoder, TinyEncoder)
+    assert model.encoder.cfg.n_heads == 2
+    with pytest.raises(RecipeError, match=r"model\.name: unknown model 'tiny_model'"):
+        nestkit.load_recipe(data)  # the installed plugins do not know it
+
+
+def test_every_problem_of_every_section_is_reported_at_once(registry: Registry, tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", {**BASE, "exp_manager": {"nam": "x"}, "extra": 1})
+    overrides = ["model.encoder.n_heads=eight", "model.optim.lr=-1", "trainer.max_step=3", "model.sample_rate=x",
+                 "model.train_ds.batch_size=0"]
+    with pytest.raises(RecipeErrors) as err:
+        load_recipe(path, overrides, registry=registry)
+    assert [str(e) for e in err.value.errors] == [
+        f"{path}: extra: unknown section 'extra'",
+        f"{path}: model.train_ds.batch_size: input should be greater than or equal to 1, got 0",
+        f"{path}: model.sample_rate: expected an integer, got 'x'",
+        f"{path}: model.encoder.n_heads: expected an integer, got 'eight'",
+        f"{path}: model.optim.lr: input should be greater than 0, got -1",
+        f"{path}: trainer: unknown field 'max_step'; did you mean 'max_steps'?",
+        f"{path}: exp_manager: unknown field 'nam'; did you mean 'name'?",
+    ]
+
+
+def test_every_bad_override_is_reported_at_once() -> None:
+    with pytest.raises(RecipeErrors) as err:
+        apply_overrides(BASE, ["model.encodr.n_heads=2", "trainer.max_steps", "trainer.max_steps=3"])
+    assert [str(e) for e in err.value.errors] == [
+        "override 'model.encodr.n_heads=2': model has no key 'encodr'; did you mean 'encoder'?",
+        "override 'trainer.max_steps' must look like dotted.key=value",
+    ]

@@ -245,14 +245,14 @@ def components() -> list[Component]:
         Component(
             kind="augmentor",
             name="speaker_noise",
-            factory=lambda **kw: SpeakerNoiseAugmentor(SpeakerNoiseConfig(**kw)),
+            factory=SpeakerNoiseAugmentor,
             config=SpeakerNoiseConfig,
             summary="NeMo SpeakerNoiseAugmentation: one segment of noise or another utterance, batched",
         ),
         Component(
             kind="augmentor",
             name="multi_speaker_noise",
-            factory=lambda **kw: MultiSpeakerNoiseAugmentor(MultiSpeakerNoiseConfig(**kw)),
+            factory=MultiSpeakerNoiseAugmentor,
             config=MultiSpeakerNoiseConfig,
             summary="NeMo MultiSpeakerNoiseAugmentation: several segments from noise or other speakers, batched",
         ),

@@ -211,14 +211,10 @@ class FastConformerEncoder(nn.Module):
         return outs, lengths
 
 
-def _build(**fields: object) -> FastConformerEncoder:
-    return FastConformerEncoder(FastConformerConfig(**fields))
-
-
 def components() -> list[Component]:
     return [
         Component(
-            kind="encoder", name="fast_conformer", factory=_build, config=FastConformerConfig,
+            kind="encoder", name="fast_conformer", factory=FastConformerEncoder, config=FastConformerConfig,
             summary="FastConformer encoder (dw_striding subsampling, rel-pos SDPA attention), NeMo-compatible",
         )
     ]

@@ -56,14 +56,10 @@ class MultiSoftmaxDecoder(nn.Module):
         return torch.log_softmax(logits, dim=2)
 
 
-def _build(**fields: object) -> MultiSoftmaxDecoder:
-    return MultiSoftmaxDecoder(MultiSoftmaxConfig(**fields))
-
-
 def components() -> list[Component]:
     return [
         Component(
-            kind="decoder", name="multi_softmax", factory=_build, config=MultiSoftmaxConfig,
+            kind="decoder", name="multi_softmax", factory=MultiSoftmaxDecoder, config=MultiSoftmaxConfig,
             summary="per-frame linear + log-softmax, one softmax per codebook (NeMo's MultiSoftmaxDecoder)",
         )
     ]

@@ -78,20 +78,18 @@ class MaskedTokenLoss(nn.Module):
         return (hits * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def _build_mlm(**fields: object) -> MaskedTokenLoss:
-    cfg = MLMConfig(**fields)
+def _mlm(cfg: MLMConfig) -> MaskedTokenLoss:
     return MaskedTokenLoss(cfg.combine_time_steps, cfg.mask_threshold)
 
 
-def _build_multi(**fields: object) -> MaskedTokenLoss:
-    cfg = MultiMLMConfig(**fields)
+def _multi_mlm(cfg: MultiMLMConfig) -> MaskedTokenLoss:
     return MaskedTokenLoss(cfg.combine_time_steps, cfg.mask_threshold, cfg.num_decoders)
 
 
 def components() -> list[Component]:
     return [
-        Component(kind="loss", name="mlm", factory=_build_mlm, config=MLMConfig,
+        Component(kind="loss", name="mlm", factory=_mlm, config=MLMConfig,
                   summary="masked-token NLL over masked tokens (NeMo's MLMLoss; zero, not NaN, when nothing is masked)"),
-        Component(kind="loss", name="multi_mlm", factory=_build_multi, config=MultiMLMConfig,
+        Component(kind="loss", name="multi_mlm", factory=_multi_mlm, config=MultiMLMConfig,
                   summary="masked-token NLL averaged over codebooks (NeMo's MultiMLMLoss)"),
     ]

@@ -110,14 +110,10 @@ class RandomBlockMasking(nn.Module):
         return (shifted >= 0) & chosen.gather(1, slot_of_t)
 
 
-def _build(**fields: object) -> RandomBlockMasking:
-    return RandomBlockMasking(RandomBlockMaskingConfig(**fields))
-
-
 def components() -> list[Component]:
     return [
         Component(
-            kind="masking", name="random_block", factory=_build, config=RandomBlockMaskingConfig,
+            kind="masking", name="random_block", factory=RandomBlockMasking, config=RandomBlockMaskingConfig,
             summary="random block masking with a mask embedding (NeMo's RandomBlockMasking, vectorised)",
         )
     ]

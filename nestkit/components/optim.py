@@ -1,8 +1,8 @@
 """Optimizers and learning-rate schedulers (NeMo's ``model.optim`` / ``model.optim.sched`` keys).
 
 Optimizers are built with the context ``params=`` (the model's parameters or named
-parameters); schedulers with ``optimizer=`` and ``max_steps=`` (the trainer's step budget,
-used when the section leaves ``max_steps`` out). Schedulers are stepped once per optimizer
+parameters); schedulers with ``optimizer=`` and ``trainer_max_steps=`` (the trainer's step
+budget, used when the section leaves ``max_steps`` out). Schedulers are stepped once per optimizer
 step, as NeMo does with ``interval: step``.
 """
 
@@ -88,23 +88,17 @@ def _kernel_flags(groups: list[dict[str, Any]], foreach: bool | None, fused: boo
 
 
 def _adam_like(cls: type[torch.optim.Optimizer]) -> Any:
-    def factory(
-        *, params: Iterable[Any], lr: float, weight_decay: float, no_decay_norm_and_bias: bool,
-        foreach: bool | None, fused: bool | None, betas: tuple[float, float], eps: float, amsgrad: bool,
-    ) -> torch.optim.Optimizer:
-        groups = param_groups(params, weight_decay, no_decay_norm_and_bias)
-        return cls(groups, lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad, **_kernel_flags(groups, foreach, fused))
+    def factory(c: AdamConfig, *, params: Iterable[Any]) -> torch.optim.Optimizer:
+        groups = param_groups(params, c.weight_decay, c.no_decay_norm_and_bias)
+        return cls(groups, lr=c.lr, betas=tuple(c.betas), eps=c.eps, amsgrad=c.amsgrad, **_kernel_flags(groups, c.foreach, c.fused))
 
     return factory
 
 
-def _sgd(
-    *, params: Iterable[Any], lr: float, weight_decay: float, no_decay_norm_and_bias: bool,
-    foreach: bool | None, fused: bool | None, momentum: float, dampening: float, nesterov: bool,
-) -> torch.optim.Optimizer:
-    groups = param_groups(params, weight_decay, no_decay_norm_and_bias)
+def _sgd(c: SGDConfig, *, params: Iterable[Any]) -> torch.optim.Optimizer:
+    groups = param_groups(params, c.weight_decay, c.no_decay_norm_and_bias)
     return torch.optim.SGD(
-        groups, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, **_kernel_flags(groups, foreach, fused)
+        groups, lr=c.lr, momentum=c.momentum, dampening=c.dampening, nesterov=c.nesterov, **_kernel_flags(groups, c.foreach, c.fused)
     )
 
 
@@ -227,33 +221,27 @@ def _check_lr(optimizer: torch.optim.Optimizer, min_lr: float) -> None:
             raise ValueError(f"the optimizer's lr {group['lr']} is below the scheduler's min_lr {min_lr}")
 
 
-def _noam(
-    *, optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int | None, warmup_ratio: float | None,
-    max_steps: int | None, min_lr: float, trainer_max_steps: int | None = None,
-) -> NoamAnnealing:
-    _check_lr(optimizer, min_lr)
-    total = _resolve_max_steps(max_steps, trainer_max_steps)
+def _noam(c: NoamConfig, *, optimizer: torch.optim.Optimizer, trainer_max_steps: int | None = None) -> NoamAnnealing:
+    _check_lr(optimizer, c.min_lr)
+    total = _resolve_max_steps(c.max_steps, trainer_max_steps)
     return NoamAnnealing(
-        optimizer, d_model=d_model, warmup_steps=_warmup_steps(warmup_steps, warmup_ratio, total), min_lr=min_lr
+        optimizer, d_model=c.d_model, warmup_steps=_warmup_steps(c.warmup_steps, c.warmup_ratio, total), min_lr=c.min_lr
     )
 
 
-def _cosine(
-    *, optimizer: torch.optim.Optimizer, warmup_steps: int | None, warmup_ratio: float | None,
-    max_steps: int | None, min_lr: float, trainer_max_steps: int | None = None,
-) -> CosineAnnealing:
-    _check_lr(optimizer, min_lr)
-    total = _resolve_max_steps(max_steps, trainer_max_steps)
+def _cosine(c: CosineConfig, *, optimizer: torch.optim.Optimizer, trainer_max_steps: int | None = None) -> CosineAnnealing:
+    _check_lr(optimizer, c.min_lr)
+    total = _resolve_max_steps(c.max_steps, trainer_max_steps)
     if total is None:
         raise ValueError("cosine_annealing needs a step budget: set trainer.max_steps or the scheduler's max_steps")
-    warm = _warmup_steps(warmup_steps, warmup_ratio, total)
+    warm = _warmup_steps(c.warmup_steps, c.warmup_ratio, total)
     if warm >= total:
         raise ValueError(f"cosine_annealing: warmup ({warm} steps) must be shorter than max_steps ({total})")
-    return CosineAnnealing(optimizer, warmup_steps=warm, max_steps=total, min_lr=min_lr)
+    return CosineAnnealing(optimizer, warmup_steps=warm, max_steps=total, min_lr=c.min_lr)
 
 
-def _constant(*, optimizer: torch.optim.Optimizer, warmup_steps: int, trainer_max_steps: int | None = None) -> ConstantLR:
-    return ConstantLR(optimizer, warmup_steps=warmup_steps)
+def _constant(c: ConstantConfig, *, optimizer: torch.optim.Optimizer, trainer_max_steps: int | None = None) -> ConstantLR:
+    return ConstantLR(optimizer, warmup_steps=c.warmup_steps)
 
 
 def components() -> list[Component]:

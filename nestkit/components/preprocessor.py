@@ -166,14 +166,10 @@ def normalize_features(x: Tensor, valid: Tensor, mode: str) -> Tensor:
     return (x - mean[:, None, None]) / std[:, None, None]
 
 
-def _build(**fields: object) -> MelSpectrogram:
-    return MelSpectrogram(MelSpectrogramConfig(**fields))
-
-
 def components() -> list[Component]:
     return [
         Component(
-            kind="preprocessor", name="mel_spectrogram", factory=_build, config=MelSpectrogramConfig,
+            kind="preprocessor", name="mel_spectrogram", factory=MelSpectrogram, config=MelSpectrogramConfig,
             summary="log-mel features exactly as NeMo's AudioToMelSpectrogramPreprocessor",
         )
     ]

@@ -72,14 +72,10 @@ class RandomProjectionQuantizer(nn.Module):
         return tokens
 
 
-def _build(**fields: object) -> RandomProjectionQuantizer:
-    return RandomProjectionQuantizer(RandomProjectionConfig(**fields))
-
-
 def components() -> list[Component]:
     return [
         Component(
-            kind="quantizer", name="random_projection", factory=_build, config=RandomProjectionConfig,
+            kind="quantizer", name="random_projection", factory=RandomProjectionQuantizer, config=RandomProjectionConfig,
             summary="BEST-RQ frozen random-projection quantizer (one matmul + argmax, float32)",
         )
     ]

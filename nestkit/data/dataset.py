@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -49,15 +48,13 @@ class ItemReader:
         min_audio_len_secs: float = 0.0,
         pad_audio_mode: str = "repeat",
         channel_selector: int | None = None,
-        augmentor_section: dict[str, Any] | None = None,
-        augment_in_loader: bool = True,
+        augmentor: BatchAugmentor | None = None,
     ) -> None:
         self.manifest, self.noise = manifest, noise
         self.sample_rate, self.seed = sample_rate, seed
         self.min_len = int(round(min_audio_len_secs * sample_rate))
         self.pad_audio_mode, self.channel_selector = pad_audio_mode, channel_selector
-        self.augmentor_section = augmentor_section if augment_in_loader else None
-        self._augmentor: BatchAugmentor | None = None
+        self.augmentor = augmentor  # runs here, in the loader; None when there is none or it runs on the device
 
     def item(self, index: int, epoch: int, source: Source | None = None) -> AudioItem | SkippedItem:
         """Decode manifest item ``index`` (from ``source`` bytes/stream when given, else its path)."""
@@ -88,16 +85,9 @@ class ItemReader:
             skipped[b.reason] = skipped.get(b.reason, 0) + 1
         batch.skipped = skipped
         batch.skipped_examples = [f"{b.reason}: {b.path}" for b in bad[:5]]
-        if good and self.augmentor_section is not None:
-            batch = self.augmentor()(batch, torch.Generator().manual_seed(seed))
+        if good and self.augmentor is not None:
+            batch = self.augmentor(batch, torch.Generator().manual_seed(seed))
         return batch
-
-    def augmentor(self) -> BatchAugmentor:
-        if self._augmentor is None:
-            import nestkit
-
-            self._augmentor = nestkit.build("augmentor", self.augmentor_section or {})
-        return self._augmentor
 
     def noise_failures_since(self, before: dict[str, int]) -> dict[str, int]:
         now = self.noise.failures

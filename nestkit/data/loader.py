@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from nestkit.data.noise import NoiseSource
 from nestkit.data.samplers import BucketedBatchSampler, ShuffledBatchSampler, padding_fraction
 from nestkit.data.tarred import TarredBatchStream, shard_paths
 from nestkit.errors import DataError
+
+if TYPE_CHECKING:
+    from nestkit.registry import Registry
 
 log = logging.getLogger("nestkit.data")
 MAX_REPORTED_SKIPS = 5
@@ -104,6 +107,7 @@ class AudioLoader:
         seed: int,
         rank: int,
         train: bool,
+        device_augmentor: BatchAugmentor | None = None,
     ) -> None:
         self.cfg, self.manifest, self.reader = cfg, manifest, reader
         self.sampler, self.stream = sampler, stream
@@ -112,7 +116,7 @@ class AudioLoader:
         self.skipped: dict[str, int] = {}
         self.pending_skips: dict[str, int] = {}
         self.skip_examples: list[str] = []
-        self._device_aug: BatchAugmentor | None = None
+        self._device_aug = device_augmentor
         self._generators: dict[str, torch.Generator] = {}
         self._loader: torch.utils.data.DataLoader[Any] | None = None
         if sampler is not None:
@@ -206,18 +210,14 @@ class AudioLoader:
 
     @property
     def augment_on_device(self) -> bool:
-        return self.cfg.augment_on_device and self.cfg.batch_augmentor is not None
+        return self._device_aug is not None
 
     def device_augmentor(self, batch: AudioBatch) -> AudioBatch:
         """Apply the batch augmentor where ``batch`` lives (call after ``batch.to(device)``).
 
         A no-op when augmentation already ran in the loader or none is configured."""
-        if not self.augment_on_device or batch.augmented or len(batch) == 0:
+        if self._device_aug is None or batch.augmented or len(batch) == 0:
             return batch
-        if self._device_aug is None:
-            import nestkit
-
-            self._device_aug = nestkit.build("augmentor", self.cfg.batch_augmentor or {})
         device = batch.audio.device
         g = self._generators.get(str(device))
         if g is None:
@@ -255,9 +255,13 @@ def build_dataloader(
     seed: int,
     rank: int = 0,
     world_size: int = 1,
+    registry: Registry | None = None,
     epoch: int = 0,
 ) -> AudioLoader:
     """The loader for one split. ``cfg.manifest_filepath`` must be set (see :func:`demo_manifests`).
+    The batch augmentor is built from ``registry``: pass the recipe's (``recipe.registry``);
+    None means the installed plugins, as for ``nestkit.build``.
+
 
     Uses the bucketed sampler when ``batch_duration`` is set, NeMo's fixed-size batches
     otherwise, and streams tar shards when ``is_tarred``. Validation (``train=False``) draws
@@ -271,10 +275,13 @@ def build_dataloader(
         raise DataError("trim_silence: true is not supported by nestkit's data path (set it to false)")
     if cfg.is_tarred and cfg.tarred_audio_filepaths is None:
         raise DataError("is_tarred is true but tarred_audio_filepaths is not set")
-    if cfg.batch_augmentor is not None:
-        import nestkit
+    augmentor = None
+    if cfg.batch_augmentor is not None:  # built here: a bad section fails before any worker starts
+        if registry is None:
+            from nestkit.plugins import get_registry
 
-        nestkit.build("augmentor", cfg.batch_augmentor)  # validate now: a bad section fails before any worker starts
+            registry = get_registry()
+        augmentor = registry.build("augmentor", cfg.batch_augmentor, key="batch_augmentor")
     manifest = read_manifest(
         cfg.manifest_filepath,
         min_duration=cfg.min_duration,
@@ -291,8 +298,7 @@ def build_dataloader(
         min_audio_len_secs=cfg.min_audio_len_secs,
         pad_audio_mode=cfg.pad_audio_mode,
         channel_selector=cfg.channel_selector,
-        augmentor_section=cfg.batch_augmentor,
-        augment_in_loader=not cfg.augment_on_device,
+        augmentor=None if cfg.augment_on_device else augmentor,
     )
     sampler: ShuffledBatchSampler | BucketedBatchSampler | None = None
     stream: TarredBatchStream | None = None
@@ -330,6 +336,9 @@ def build_dataloader(
             rank=rank,
             world_size=world_size,
         )
-    loader = AudioLoader(cfg, manifest, reader, sampler=sampler, stream=stream, seed=seed, rank=rank, train=train)
+    loader = AudioLoader(
+        cfg, manifest, reader, sampler=sampler, stream=stream, seed=seed, rank=rank, train=train,
+        device_augmentor=augmentor if cfg.augment_on_device else None,
+    )
     loader.set_epoch(epoch)
     return loader

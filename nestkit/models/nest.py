@@ -17,8 +17,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-import nestkit
-from nestkit.registry import Component, ComponentConfig, section_field
+from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
 from nestkit.components.conformer import FastConformerConfig
 from nestkit.components.decoder import MultiSoftmaxConfig
@@ -229,30 +228,18 @@ def post_conv_sections(
     return out
 
 
-def build_nest(
-    *,
-    sample_rate: int,
-    num_classes: int,
-    num_books: int,
-    code_dim: int,
-    squeeze_single: bool,
-    mask_position: str,
-    preprocessor: dict[str, Any],
-    masking: dict[str, Any],
-    quantizer: dict[str, Any],
-    encoder: dict[str, Any],
-    decoder: dict[str, Any],
-    loss: dict[str, Any],
-    spec_augment: dict[str, Any] | None = None,
-) -> NestModel:
-    """Build each component section through the registry and compose them."""
-    sections = {"preprocessor": preprocessor, "masking": masking, "quantizer": quantizer,
-                "encoder": encoder, "decoder": decoder, "loss": loss}
-    if mask_position == "post_conv":
-        sections = post_conv_sections(sections, int(_value(encoder, "d_model")), int(_value(encoder, "subsampling_factor")))
-    built = {kind: nestkit.build(kind, section) for kind, section in sections.items()}
-    augment = nestkit.build("feature_augmentor", spec_augment) if spec_augment is not None else None
-    return NestModel(**built, mask_position=mask_position, spec_augment=augment)
+def build_nest(cfg: NestConfig, *, registry: Registry) -> NestModel:
+    """Build each component section from ``registry`` (the one the model section was validated
+    with) and compose them."""
+    sections = {"preprocessor": cfg.preprocessor, "masking": cfg.masking, "quantizer": cfg.quantizer,
+                "encoder": cfg.encoder, "decoder": cfg.decoder, "loss": cfg.loss}
+    if cfg.mask_position == "post_conv":
+        sections = post_conv_sections(sections, int(_value(cfg.encoder, "d_model")), int(_value(cfg.encoder, "subsampling_factor")))
+    built = {kind: registry.build(kind, section, key=kind) for kind, section in sections.items()}
+    augment = None
+    if cfg.spec_augment is not None:
+        augment = registry.build("feature_augmentor", cfg.spec_augment, key="spec_augment")
+    return NestModel(**built, mask_position=cfg.mask_position, spec_augment=augment)
 
 
 def components() -> list[Component]:

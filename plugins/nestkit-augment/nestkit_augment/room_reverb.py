@@ -88,10 +88,10 @@ def _valid_energy(x: Tensor, valid: Tensor) -> Tensor:
 class RoomReverb:
     """``reverb(batch, generator) -> batch`` with ``noisy_audio`` reverberated (see the module doc)."""
 
-    def __init__(self, cfg: RoomReverbConfig) -> None:
+    def __init__(self, cfg: RoomReverbConfig, inner: BatchAugmentor | None = None) -> None:
         self.cfg = cfg
         self.ir_length = max(2, int(round(cfg.ir_duration * cfg.sample_rate)))
-        self.inner: BatchAugmentor | None = nestkit.build("augmentor", cfg.inner) if cfg.inner else None
+        self.inner = inner  # the augmentor built from cfg.inner, run first
 
     def impulse_responses(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` impulse responses (n, ir_length) float32 and their drawn RT60s (n,) in seconds."""
@@ -134,5 +134,7 @@ class RoomReverb:
         return replace(batch, noisy_audio=out, noisy_audio_len=length.clone(), augmented=True)
 
 
-def build_room_reverb(**fields: object) -> RoomReverb:
-    return RoomReverb(RoomReverbConfig(**fields))
+def build_room_reverb(cfg: RoomReverbConfig, *, registry: nestkit.Registry) -> RoomReverb:
+    """``cfg.inner`` is built from the registry ``cfg`` was validated with."""
+    inner = registry.build("augmentor", cfg.inner, key="inner") if cfg.inner else None
+    return RoomReverb(cfg, inner)

@@ -110,6 +110,5 @@ class SpecAugment(nn.Module):
         return out.masked_fill_(time[:, None, :], self.mask_value)
 
 
-def build_spec_augment(**fields: object) -> SpecAugment:
-    cfg = SpecAugmentConfig(**fields)
+def build_spec_augment(cfg: SpecAugmentConfig) -> SpecAugment:
     return SpecAugment(**cfg.model_dump())

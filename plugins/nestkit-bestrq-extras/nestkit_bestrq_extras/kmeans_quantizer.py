@@ -126,9 +126,6 @@ class KMeansQuantizer(nn.Module):
         return tokens
 
 
-def build_kmeans(
-    *, feat_in: int, num_classes: int, centroids_path: str, num_books: int, combine_time_steps: int,
-    dist_fn: str, squeeze_single: bool, **_unused: object,
-) -> KMeansQuantizer:
-    centroids = load_centroids(centroids_path, num_books, num_classes, feat_in * combine_time_steps)
-    return KMeansQuantizer(centroids, combine_time_steps=combine_time_steps, dist_fn=dist_fn, squeeze_single=squeeze_single)
+def build_kmeans(cfg: KMeansQuantizerConfig) -> KMeansQuantizer:
+    centroids = load_centroids(cfg.centroids_path, cfg.num_books, cfg.num_classes, cfg.feat_in * cfg.combine_time_steps)
+    return KMeansQuantizer(centroids, combine_time_steps=cfg.combine_time_steps, dist_fn=cfg.dist_fn, squeeze_single=cfg.squeeze_single)

@@ -39,7 +39,5 @@ class LabelSmoothedMLMLoss(MaskedTokenLoss):
         return per_book.mean()
 
 
-def build_label_smoothed_mlm(
-    *, combine_time_steps: int, mask_threshold: float, num_decoders: int, squeeze_single: bool, label_smoothing: float
-) -> LabelSmoothedMLMLoss:
-    return LabelSmoothedMLMLoss(combine_time_steps, mask_threshold, num_decoders, label_smoothing)
+def build_label_smoothed_mlm(cfg: LabelSmoothedMLMConfig) -> LabelSmoothedMLMLoss:
+    return LabelSmoothedMLMLoss(cfg.combine_time_steps, cfg.mask_threshold, cfg.num_decoders, cfg.label_smoothing)

@@ -20,11 +20,11 @@ class ToyStridedConfig(nestkit.ComponentConfig):
 class ToyStridedEncoder(torch.nn.Module):
     """(B, feat_in, T) -> (B, d_model, T // factor) with one strided Conv1d."""
 
-    def __init__(self, *, feat_in: int, d_model: int, subsampling_factor: int) -> None:
+    def __init__(self, cfg: ToyStridedConfig) -> None:
         super().__init__()
-        self.d_model = d_model
-        self.factor = subsampling_factor
-        self.conv = torch.nn.Conv1d(feat_in, d_model, kernel_size=subsampling_factor, stride=subsampling_factor)
+        self.d_model = cfg.d_model
+        self.factor = cfg.subsampling_factor
+        self.conv = torch.nn.Conv1d(cfg.feat_in, cfg.d_model, kernel_size=cfg.subsampling_factor, stride=cfg.subsampling_factor)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.conv(feats), lengths // self.factor
