@@ -73,3 +73,28 @@ def test_help_of_every_command_is_clean() -> None:
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout and result.stderr == ""
         assert "Example" in result.stdout, f"{command} --help shows no example"
+
+
+def test_every_problem_of_a_recipe_is_one_line_in_validate_and_train(tmp_path: Path) -> None:
+    overrides = ["model.encoder.n_heads=eight", "model.optim.lr=-1", "trainer.max_step=3", "model.train_ds.batch_size=0"]
+    expected = [
+        f"error: {DEMO}: model.train_ds.batch_size: input should be greater than or equal to 1, got 0",
+        f"error: {DEMO}: model.encoder.n_heads: expected an integer, got 'eight'",
+        f"error: {DEMO}: model.optim.lr: input should be greater than 0, got -1",
+        f"error: {DEMO}: trainer: unknown field 'max_step'; did you mean 'max_steps'?",
+    ]
+    for verb in (["validate", DEMO, "--no-params"], ["train", DEMO, f"exp_manager.exp_dir={tmp_path}"]):
+        result = run_nestkit(*verb, *overrides)
+        assert result.returncode == 2, (verb, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines() == expected, (verb, result.stderr)
+    assert not any(tmp_path.iterdir())  # train stopped before writing anything
+
+
+def test_many_problems_are_capped_with_a_count_of_the_rest() -> None:
+    unknown = [f"model.encoder.bogus_{i:02d}=1" for i in range(24)]
+    result = run_nestkit("validate", DEMO, "--no-params", *unknown)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[:20] == [f"error: {DEMO}: model.encoder: unknown field 'bogus_{i:02d}'" for i in range(20)]
+    assert lines[20:] == ["error: ... and 4 more problems"]

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from nestkit.errors import RecipeErrors
+
 if TYPE_CHECKING:
+    from nestkit.errors import NestkitError
     from nestkit.registry import Registry
+
+MAX_ERROR_LINES = 20
 
 
 def loaded_registry() -> Registry:
@@ -15,3 +20,13 @@ def loaded_registry() -> Registry:
     registry = get_registry()
     warn_failures(registry)
     return registry
+
+
+def error_lines(err: NestkitError) -> list[str]:
+    """``error: ...`` lines for a user error: one per problem, the first MAX_ERROR_LINES of them
+    and then how many more there are."""
+    problems = err.errors if isinstance(err, RecipeErrors) else [err]
+    lines = [f"error: {problem}" for problem in problems[:MAX_ERROR_LINES]]
+    if len(problems) > MAX_ERROR_LINES:
+        lines.append(f"error: ... and {len(problems) - MAX_ERROR_LINES} more problems")
+    return lines

@@ -1,7 +1,7 @@
 """The ``nestkit`` command: a thin Typer app; each verb lives in its own module.
 
-User mistakes (``NestkitError``) are printed as one line on stderr with exit code 2; ``--debug``
-shows the traceback instead. Nothing here imports torch, so ``nestkit --help`` stays fast.
+User mistakes (``NestkitError``) are printed one line per problem on stderr with exit code 2;
+``--debug`` shows the traceback instead. Nothing here imports torch, so ``nestkit --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -49,13 +49,14 @@ app.command("convert-nemo-config")(nemo.convert_nemo_config)
 def main() -> None:
     """Console-script entry point."""
     from nestkit.errors import NestkitError
+    from nestkit.cli.common import error_lines
 
     try:
         app()
     except NestkitError as err:
         if os.environ.get("NESTKIT_DEBUG") or "--debug" in sys.argv:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print("\n".join(error_lines(err)), file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
