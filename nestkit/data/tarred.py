@@ -23,7 +23,7 @@ import torch
 
 from nestkit.data.batch import AudioBatch, AudioItem, SkippedItem
 from nestkit.data.dataset import ItemReader, batch_seed
-from nestkit.data.manifest import read_manifest
+from nestkit.data.manifest import ALL_KEYS, read_manifest
 from nestkit.errors import DataError
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -174,7 +174,7 @@ def write_shards(
     if num_shards < 1:
         raise DataError(f"num_shards must be at least 1, got {num_shards}")
     paths = [str(m) for m in manifest] if isinstance(manifest, (list, tuple)) else str(manifest)
-    data = read_manifest(paths)
+    data = read_manifest(paths, keep=ALL_KEYS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shards = [out / f"audio_{k}.tar" for k in range(num_shards)]
