@@ -158,3 +158,19 @@ def test_every_readme_command_runs(workdir: Path) -> None:
     assert torch.load(workdir / "encoder.pt", weights_only=True)["encoder_state_dict"]
     assert (workdir / "demo.nemo").exists() and (workdir / "demo.ckpt").exists()
     assert load_recipe(workdir / "my_recipe.yaml").data["model"]["encoder"]["n_layers"] == 17
+
+
+def _environment_table() -> set[str]:
+    """The variable names in README's "Environment variables" table."""
+    section = (ROOT / "README.md").read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+
+
+def test_every_nestkit_environment_variable_is_in_the_readme_table() -> None:
+    in_code = {name for path in (ROOT / "nestkit").rglob("*.py")
+               for name in re.findall(r"\bNESTKIT_[A-Z0-9_]+\b", path.read_text())}
+    documented = _environment_table()
+    assert {"NESTKIT_DEBUG", "NESTKIT_DIST_TIMEOUT", "NESTKIT_TRACE_PLUGINS"} <= in_code  # the scan finds them
+    assert sorted(in_code - documented) == [], "add these to README's Environment variables table"
+    assert sorted(n for n in documented - in_code if n.startswith("NESTKIT_")) == [], "README lists variables nestkit no longer reads"

@@ -108,11 +108,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def model_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model state dict inside a checkpoint."""
-    return state["model"]
-
-
 @dataclass
 class CheckpointKeeper:
     """Decides file names and keeps the best ``save_top_k`` by validation loss, plus ``last``."""

@@ -18,15 +18,8 @@ class Datasets:
 
 def _demo() -> dict[str, str]:
     """Paths of the bundled demo manifests: train, validation, noise."""
-    try:
-        from nestkit.data import demo_manifests
-    except ImportError:
-        folder = Path(__file__).resolve().parent.parent / "demo_data"
-        return {
-            "train": str(folder / "train_manifest.json"),
-            "validation": str(folder / "val_manifest.json"),
-            "noise": str(folder / "noise_manifest.json"),
-        }
+    from nestkit.data import demo_manifests
+
     train, validation, noise = demo_manifests()
     return {"train": str(train), "validation": str(validation), "noise": str(noise)}
 

@@ -172,20 +172,6 @@ def gather_objects(obj: Any, world_size: int) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Rank 0's buffers (BatchNorm statistics) on every rank: without SyncBatchNorm (CPU) each
     rank's last forward updates its own statistics, so the ranks end with identical models."""

@@ -27,10 +27,6 @@ class ScalarLogger:
         for name, value in scalars.items():
             self._writer.add_scalar(name, value, global_step=step)
 
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
