@@ -68,7 +68,7 @@ def build_model(recipe: Recipe | str | Path | dict[str, Any], overrides: tuple[s
 
     if not isinstance(recipe, _Recipe):
         recipe = load_recipe(recipe, overrides)
-    return recipe.registry.make(recipe.model_component, recipe.model_config, key="model")
+    return recipe.build_model()
 
 
 def list_components(kind: str | None = None) -> list[Component]:

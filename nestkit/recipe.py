@@ -247,6 +247,12 @@ class Recipe:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.data, sort_keys=False)
 
+    def build_model(self) -> Any:
+        """The model (a ``torch.nn.Module``), built from the registry this recipe was validated with;
+        its config is not validated again. What ``nestkit.build_model`` does, for modules inside
+        nestkit (which do not import the package's facade)."""
+        return self.registry.make(self.model_component, self.model_config, key="model")
+
 
 def model_section(data: Mapping[str, Any]) -> dict[str, Any]:
     """The model component's section of a recipe mapping (datasets and ``optim`` removed)."""
