@@ -1,16 +1,18 @@
 """Training-step benchmark of a recipe's model: step time, throughput, FLOPs/MFU, memory, per component.
 
-Used by ``nestkit bench`` and ``benchmarks/model_step.py``. The batch is synthetic and seeded
-(uniform durations, Gaussian "speech", noise mixed in at a random SNR), so two runs of the
-same settings time the same work. Timing synchronises the device only at step boundaries;
-nothing inside a step reads a device value on the host.
+Used by ``nestkit bench`` and ``benchmarks/model_step.py``. The step is the trainer's own
+(:mod:`nestkit.train.setup` builds the parts, :class:`nestkit.train.step.StepRunner` runs them,
+with the trainer's device-side metrics and target statistics), so what is timed is what
+training runs. The batch is synthetic and seeded (uniform durations, Gaussian "speech", noise
+mixed in at a random SNR), so two runs of the same settings time the same work. Timing
+synchronises the device only at step boundaries; nothing inside a step reads a device value on
+the host.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -22,9 +24,13 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nestkit.errors import NestkitError
-from nestkit.models.encoder_blocks import checkpoint_encoder_layers, compile_encoder_layers
+from nestkit.train.metrics import TrainMetrics
+from nestkit.train.setup import PRECISIONS, autocast, build_parts, configure_blocks
+from nestkit.train.step import StepRunner
 
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+BENCH_FLAGS = {"compile": "--compile", "activation_checkpointing": "--activation-checkpointing"}
+
+__all__ = ["PRECISIONS", "autocast", "forward_loss", "host_syncs", "run_bench", "synthetic_batch"]
 
 # Dense (no sparsity) bf16/fp16 tensor-core peak of common GPUs, TFLOP/s, from the vendors' data
 # sheets; matched in order against torch.cuda.get_device_name(). Used only for mixed precision.
@@ -49,12 +55,17 @@ _BOOL_INDEX_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_imp
 
 @dataclass(frozen=True)
 class SyntheticBatch:
-    """A padded batch: clean and noisy audio (B, T) float32 and lengths (B,) int64."""
+    """A padded batch: clean and noisy audio (B, T) float32 and lengths (B,) int64 (the
+    trainer's :class:`~nestkit.train.contracts.TrainBatch`)."""
 
     audio: Tensor
     audio_len: Tensor
     noisy_audio: Tensor
     noisy_audio_len: Tensor
+    indices: Tensor
+
+    def to(self, device: Any, non_blocking: bool = False) -> SyntheticBatch:
+        return self  # made on its device already
 
 
 def synthetic_batch(
@@ -75,7 +86,7 @@ def synthetic_batch(
     snr_db = -5.0 + 25.0 * torch.rand(batch, 1, generator=g)  # the NEST recipe's noise SNR range
     noise = torch.randn(batch, total, generator=g) * inside
     noisy = audio + noise * (0.1 / 10 ** (snr_db / 20))
-    out = SyntheticBatch(audio.to(device), lengths.to(device), noisy.to(device), lengths.to(device))
+    out = SyntheticBatch(audio.to(device), lengths.to(device), noisy.to(device), lengths.to(device), torch.arange(batch))
     return out, float(lengths.sum()) / sample_rate
 
 
@@ -92,18 +103,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise NestkitError(f"--device: unsupported device type '{device.type}' (use auto, cpu or cuda)")
     return device
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """The autocast context of a Lightning-style precision name (the model keeps its
-    preprocessor and quantizer in float32 itself)."""
-    if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "16-mixed":
-        return torch.autocast(device.type, dtype=torch.float16)
-    if precision == "32":
-        return contextlib.nullcontext()
-    raise NestkitError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
 
 
 def peak_tflops_for(device: torch.device, precision: str, given: float | None) -> tuple[float | None, str]:
@@ -131,30 +130,14 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     """CUDA: the most memory allocated since the last reset; CPU: the process's peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    import resource  # POSIX only: imported where it is used, so the module imports everywhere
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
 
 
 def forward_loss(model: nn.Module, batch: SyntheticBatch) -> Tensor:
     """The model's training loss (masking on) for ``batch``."""
     return model(batch.audio, batch.audio_len, batch.noisy_audio, batch.noisy_audio_len).loss
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: SyntheticBatch,
-    amp: Callable[[], Any],
-    scheduler: Any | None = None,
-) -> Tensor:
-    """One full training step; returns the loss as a device tensor (never read here)."""
-    optimizer.zero_grad(set_to_none=True)
-    with amp():
-        loss = forward_loss(model, batch)
-    loss.backward()
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    return loss.detach()
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -307,65 +290,51 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
     if settings.precision not in PRECISIONS:
         raise NestkitError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{settings.precision}'")
     device = resolve_device(settings.device)
-    if settings.precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise NestkitError("--precision bf16-mixed: this GPU has no bfloat16 support (use 16-mixed)")
     use_compile = device.type == "cuda" if settings.compile is None else settings.compile
     if not isinstance(recipe, Recipe):
         recipe = nestkit.load_recipe(recipe)
+    if recipe.optimizer_section is None:
+        raise NestkitError("the recipe has no model.optim section: nothing to benchmark the optimizer step with")
 
     with _threads(settings.threads):
         torch.manual_seed(settings.seed)
-        model = nestkit.build_model(recipe).to(device).train()
-        if recipe.optimizer_section is None:
-            raise NestkitError("the recipe has no model.optim section: nothing to benchmark the optimizer step with")
-        optimizer = nestkit.build("optimizer", recipe.optimizer_section, params=model.parameters())
-        scheduler = None
-        if recipe.scheduler_section is not None:
-            budget = settings.warmup + settings.steps + 1
-            scheduler = nestkit.build("scheduler", recipe.scheduler_section, optimizer=optimizer, trainer_max_steps=budget)
+        parts = build_parts(recipe, device=device, precision=settings.precision,
+                            scheduler_steps=settings.warmup + settings.steps + 3)
+        model = parts.model.train()
         rate = int(getattr(model.preprocessor, "sample_rate", 16000))
         batch, audio_seconds = synthetic_batch(
             settings.batch, settings.min_sec, settings.max_sec, rate, settings.seed, device
         )
+        metrics = TrainMetrics(device, rate)
+        runner = StepRunner(parts, sink=metrics.add)
+        steps = iter(range(1, 10**9))
 
-        def amp() -> contextlib.AbstractContextManager[Any]:
-            return autocast(device, settings.precision)
+        def step() -> None:
+            runner.step(next(steps), [batch])
 
-        def fwd_bwd() -> None:
-            with amp():
-                loss = forward_loss(model, batch)
-            loss.backward()
+        # Counted on the eager model (the same math as the compiled one), before any timing. Two
+        # steps: the second also reads the first one's flags, as every training step does.
+        flops = count_flops(step)
+        syncs = host_syncs(lambda: (step(), step()), device)
 
-        # Counted on the eager model (the same math as the compiled one), before any timing.
-        flops = count_flops(fwd_bwd)
-        syncs = host_syncs(fwd_bwd, device)
+        components = component_times(model, batch, device, parts.autocast) if settings.components else None
         model.zero_grad(set_to_none=True)
 
-        components = component_times(model, batch, device, amp) if settings.components else None
-        model.zero_grad(set_to_none=True)
-
-        checkpointed = checkpoint_encoder_layers(model, settings.activation_checkpointing)
-        if settings.activation_checkpointing and not checkpointed:
-            raise NestkitError("--activation-checkpointing: this model's encoder has no `layers` list")
-        compiled_layers = compile_encoder_layers(model) if use_compile else 0
-        if use_compile and not compiled_layers:
-            raise NestkitError("--compile: this model's encoder has no `layers` list to compile")
-        _, first_step = _timed(lambda: train_step(model, optimizer, batch, amp, scheduler), device)
+        configure_blocks(parts, compile=use_compile, activation_checkpointing=settings.activation_checkpointing,
+                         names=BENCH_FLAGS)
+        _, first_step = _timed(step, device)
         for _ in range(max(settings.warmup - 1, 0)):
-            train_step(model, optimizer, batch, amp, scheduler)
+            step()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        times: list[float] = []
-        loss = None
-        for _ in range(settings.steps):
-            loss, seconds = _timed(lambda: train_step(model, optimizer, batch, amp, scheduler), device)
-            times.append(seconds)
+        metrics.read(None, 1.0)  # the timed steps' own loss below
+        times = [_timed(step, device)[1] for _ in range(settings.steps)]
         memory, memory_kind = peak_memory_mb(device)
+        final_loss = metrics.read(None, 1.0).get("train_loss", math.nan)  # read after timing
 
     median = statistics.median(times)
     peak, peak_source = peak_tflops_for(device, settings.precision, settings.peak_tflops)
     achieved = flops / median / 1e12
-    final_loss = float(loss) if loss is not None else math.nan  # read after timing
     return {
         "recipe": str(recipe.source) if getattr(recipe, "source", "") else None,
         "device": str(device),
@@ -374,8 +343,8 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         "threads": settings.threads or torch.get_num_threads(),
         "precision": settings.precision,
         "compile": use_compile,
-        "compiled_layers": compiled_layers,
-        "checkpointed_layers": checkpointed,
+        "compiled_layers": parts.compiled_layers,
+        "checkpointed_layers": parts.checkpointed_layers,
         "batch": settings.batch,
         "min_sec": settings.min_sec,
         "max_sec": settings.max_sec,
@@ -389,10 +358,10 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         "step_time_s": {"median": round(median, 4), "min": round(min(times), 4), "max": round(max(times), 4)},
         "audio_seconds_per_second": round(audio_seconds / median, 2),
         "flops_per_step": flops,
-        "model_tflops": round(achieved, 4),
+        "model_tflops": round(achieved, 6),
         "peak_tflops": peak,
         "peak_tflops_source": peak_source,
-        "mfu": round(achieved / peak, 4) if peak else None,
+        "mfu": round(achieved / peak, 6) if peak else None,
         "peak_memory_mb": round(memory, 1),
         "peak_memory_kind": memory_kind,
         "host_syncs_in_step": syncs,

@@ -53,7 +53,7 @@ class FakeLoader:
         self.n, self.bs, self.seed, self.rank, self.world, self.shuffle = n_items, batch_size, seed, rank, world_size, shuffle
         self.epoch, self.pos = 0, 0
         self.skipped = {"too_short": 1}
-        self.hours = 0.01
+        self.augment_on_device = False
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -65,8 +65,14 @@ class FakeLoader:
         batches = [order[i : i + self.bs] for i in range(0, self.n - self.bs + 1, self.bs)]
         return batches[self.rank :: self.world]
 
-    def __len__(self) -> int:
+    def num_batches(self) -> int:
         return len(self._order())
+
+    def describe(self) -> str:
+        return f"{self.n} fake items"
+
+    def device_augmentor(self, batch: FakeBatch) -> FakeBatch:
+        return batch
 
     def __iter__(self):
         batches = self._order()

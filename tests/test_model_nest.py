@@ -33,7 +33,7 @@ def test_forward_outputs_and_metrics() -> None:
     assert out.log_probs.shape == (3, 14, 32, 1) and out.tokens.shape == (3, 14, 1)
     assert out.encoded_len.tolist() == [13, 9, 6]
     assert torch.isfinite(out.loss) and out.loss.requires_grad
-    assert 0 <= out.accuracy.item() <= 1 and out.accuracy.dim() == 0
+    assert 0 <= out.masked_accuracy.item() <= 1 and out.masked_accuracy.dim() == 0
     expected_fraction = out.masks[:, 0].sum() / torch.tensor([100, 68, 43]).sum()
     torch.testing.assert_close(out.masked_fraction, expected_fraction)
     out.loss.backward()

@@ -155,6 +155,10 @@ def test_batch_larger_than_the_demo_data_is_a_one_line_error(tmp_path: Path) -> 
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "exp")
     result = run_nestkit("train", str(recipe), "model.train_ds.batch_size=1000", "model.train_ds.drop_last=true")
     _one_line_error(result, "batch")
+    # Every rank of a DDP run meets the same problem: it is still said once.
+    result = run_nestkit("train", str(recipe), "--devices", "2", "model.train_ds.batch_size=1000",
+                         "model.train_ds.drop_last=true", env=FAST)
+    _one_line_error(result, "batch")
 
 
 def test_bad_devices_flag(tmp_path: Path) -> None:

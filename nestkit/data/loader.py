@@ -158,10 +158,9 @@ class AudioLoader:
         self.set_epoch(int(state["epoch"]))
         self.position = int(state.get("position", 0))
 
-    def __len__(self) -> int:
-        if self.sampler is None:
-            raise TypeError("a tarred dataset has no known length (batches per epoch depend on the stream)")
-        return len(self.sampler)
+    def num_batches(self) -> int | None:
+        """Batches per epoch on this rank; None for tarred data (the stream decides)."""
+        return None if self.sampler is None else len(self.sampler)
 
     # ------------------------------------------------------------------ iteration
 
@@ -255,13 +254,13 @@ def build_dataloader(
     seed: int,
     rank: int = 0,
     world_size: int = 1,
-    registry: Registry | None = None,
     epoch: int = 0,
+    registry: Registry | None = None,
 ) -> AudioLoader:
     """The loader for one split. ``cfg.manifest_filepath`` must be set (see :func:`demo_manifests`).
+
     The batch augmentor is built from ``registry``: pass the recipe's (``recipe.registry``);
     None means the installed plugins, as for ``nestkit.build``.
-
 
     Uses the bucketed sampler when ``batch_duration`` is set, NeMo's fixed-size batches
     otherwise, and streams tar shards when ``is_tarred``. Validation (``train=False``) draws

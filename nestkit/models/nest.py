@@ -63,7 +63,7 @@ class NestOutput:
     encoded_len: Tensor
     masks: Tensor
     tokens: Tensor
-    accuracy: Tensor  # top-1 accuracy on masked tokens (0-dim)
+    masked_accuracy: Tensor  # top-1 accuracy on masked tokens (0-dim)
     masked_fraction: Tensor  # share of valid input frames that were masked (0-dim)
     # (B, T'') bool over the T'' <= T' positions the loss scores (nestkit.health's contract):
     token_mask: Tensor  # scored by the masked loss

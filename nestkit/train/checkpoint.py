@@ -134,6 +134,14 @@ class CheckpointKeeper:
     def step_path(self, step: int) -> Path:
         return self.folder / f"step={step:08d}.ckpt"
 
+    def save(self, state: dict[str, Any], step: int, val_loss: float | None, every_n: bool) -> Path:
+        """Write ``state``: as a step file when ``every_n``, among the best when it ranks, and as last.ckpt."""
+        if every_n:
+            self.save_step(state, step)
+        if val_loss is not None:
+            self.save_best(state, step, val_loss)
+        return self.save_last(state)
+
     def save_last(self, state: dict[str, Any]) -> Path:
         atomic_save(state, self.last)
         return self.last

@@ -38,3 +38,17 @@ def resolve_datasets(recipe: Any) -> Datasets:
     else:
         val = val_base
     return Datasets(train, val, note=f"model.train_ds.manifest_filepath is null: using the bundled demo data ({Path(demo['train']).parent})")
+
+
+def build_loaders(recipe: Any, factory: Any, *, seed: int, rank: int, world_size: int, say: Any) -> tuple[DatasetConfig, Any, Any]:
+    """(training dataset config, training loader, validation loader or None); ``factory`` makes
+    loaders (None: :func:`nestkit.data.build_dataloader`)."""
+    sets = resolve_datasets(recipe)
+    if sets.note:
+        say(sets.note)
+    if factory is None:
+        from nestkit.data import build_dataloader as factory
+    common = {"sample_rate": sets.train.sample_rate, "seed": seed, "rank": rank, "world_size": world_size}
+    train = factory(sets.train, train=True, epoch=0, **common)
+    val = factory(sets.validation, train=False, epoch=0, **common) if sets.validation is not None else None
+    return sets.train, train, val

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from nestkit.errors import NestkitError
+from nestkit.train import worker_errors
 
 DEFAULT_TIMEOUT_S = 600
 
@@ -67,7 +70,7 @@ def parse_devices(text: str) -> int | str:
     raise NestkitError(f"--devices: expected 'auto', 'cpu' or a positive number, got '{text}'")
 
 
-LAUNCHED_ENV = "NESTKIT_LAUNCHED"  # set for workers started by ``nestkit train --devices N``
+LAUNCHED_ENV = worker_errors.LAUNCHED_ENV
 PEER_LOST_EXIT = 3  # a worker that stopped because another one died (not the cause)
 _QUIET_EXITS = (PEER_LOST_EXIT, 130, 143)
 
@@ -89,12 +92,15 @@ def relaunch(nproc: int, argv: list[str]) -> int:
         "--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "--monitor-interval=1",
         "-m", "nestkit.cli.main", *argv,
     ])
-    try:
-        run(args)
-    except ChildFailedError as err:
-        return _report_failure(err)
-    except KeyboardInterrupt:  # the workers got the signal too and save a checkpoint
-        return 130
+    with tempfile.TemporaryDirectory(prefix="nestkit-errors-") as errors:
+        os.environ[worker_errors.ERRORS_ENV] = errors
+        try:
+            run(args)
+        except ChildFailedError as err:
+            worker_errors.print_unseen(Path(errors))
+            return _report_failure(err)
+        except KeyboardInterrupt:  # the workers got the signal too and save a checkpoint
+            return 130
     return 0
 
 

@@ -1,4 +1,4 @@
-"""TensorBoard scalars, written by rank 0 only."""
+"""TensorBoard scalars and text (warnings), written by rank 0 only."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ class ScalarLogger:
             return
         for name, value in scalars.items():
             self._writer.add_scalar(name, value, global_step=step)
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        if self._writer is not None:
+            self._writer.add_text(tag, text, global_step=step)
 
     def close(self) -> None:
         if self._writer is not None:

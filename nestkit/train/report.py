@@ -1,0 +1,107 @@
+"""What a run tells its user: the start summary, the end summary, and how it compares with the
+reference curve a recipe may ship beside it (``<recipe>.reference.json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nestkit.train.progress import summary_block
+
+# How far a run may stray from its recipe's reference curve and still be said to track it.
+REFERENCE_TOLERANCE_NATS = 0.1
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    steps: int
+    epochs: int
+    exp_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoints: list[Path] = field(default_factory=list)
+    best_val_loss: float | None = None
+    wall_s: float = 0.0
+    stopped_by: str | None = None
+    nonfinite_steps: int = 0
+    last_validation: dict[str, float] = field(default_factory=dict)  # metrics of the last validation
+    validations: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> metrics, this process's run
+
+
+def start_summary(recipe: Any, folder: Path, parts: Any, info: Any, loader: Any, batch_size: int, step: int) -> str:
+    """What is about to run: recipe, folder, devices, size, data, length, batch."""
+    model, cfg = parts.model, recipe.trainer
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    dev = info.device
+    devices = f"{info.world_size} x {dev.type}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+    limit = [f"{cfg.max_steps} steps"] if cfg.max_steps > 0 else []
+    limit += [f"{cfg.max_epochs} epochs"] if cfg.max_epochs is not None else []
+    rows = [
+        ("recipe", f"{recipe.name} ({recipe.source})"),
+        ("experiment", str(folder)),
+        ("devices", devices),
+        ("precision", parts.precision),
+        ("parameters", f"{total:,} ({trainable:,} trainable)"),
+        ("train data", loader.describe()),
+        ("length", " or ".join(limit)),
+        ("batch", f"{batch_size} x {cfg.accumulate_grad_batches} accumulation x {info.world_size} ranks"),
+    ]
+    if step:
+        rows.append(("resuming at", f"step {step}"))
+    return summary_block("nestkit train", rows)
+
+
+def end_summary(r: TrainResult, reference_line: str | None) -> str:
+    val = r.last_validation
+    rows = [
+        ("steps", str(r.steps)),
+        ("time", f"{r.wall_s:.1f} s"),
+        ("best val_loss", f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "n/a"),
+    ]
+    if "val_context_gain" in val:
+        rows.append(("val context gain", f"{val['val_context_gain']:+.3f} nats (val_loss {val['val_loss']:.4f} "
+                                         f"vs unigram baseline {val['val_unigram_loss']:.4f})"))
+    rows.append(("last checkpoint", str(r.last_checkpoint) if r.last_checkpoint else "none"))
+    if r.best_checkpoints:
+        rows.append(("best checkpoints", ", ".join(p.name for p in r.best_checkpoints)))
+    if r.nonfinite_steps:
+        rows.append(("skipped steps", f"{r.nonfinite_steps} (non-finite)"))
+    if r.stopped_by:
+        rows.append(("stopped by", r.stopped_by))
+    if reference_line:
+        rows.append(("reference", reference_line))
+    return summary_block("done" if not r.stopped_by else "stopped", rows)
+
+
+def reference_file(recipe_source: str | Path | None) -> Path | None:
+    """``<recipe>.reference.json`` beside the recipe file, if the recipe ships one."""
+    if not recipe_source:
+        return None
+    path = Path(recipe_source)
+    candidate = path.with_name(path.stem + ".reference.json")
+    return candidate if candidate.is_file() else None
+
+
+def compare_with_reference(path: Path, validations: dict[int, dict[str, float]]) -> str | None:
+    """One line: did this run's validation context gain track the reference curve at the steps
+    both have? None when they share no step (a resumed or reconfigured run)."""
+    try:
+        ref: dict[str, Any] = json.loads(path.read_text())
+        curve = dict(zip(ref["steps"], ref["val_context_gain"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path.name} is unreadable; no comparison"
+    common = [s for s in sorted(validations) if s in curve and "val_context_gain" in validations[s]]
+    if not common:
+        return None
+    worst = max(common, key=lambda s: abs(validations[s]["val_context_gain"] - curve[s]))
+    gap = validations[worst]["val_context_gain"] - curve[worst]
+    last = common[-1]
+    verdict = "tracked" if abs(gap) <= REFERENCE_TOLERANCE_NATS else "did NOT track"
+    return (f"{verdict} {path.name} (context gain {validations[last]['val_context_gain']:+.3f} vs "
+            f"{curve[last]:+.3f} at step {last}; largest gap {gap:+.3f} at step {worst}, tolerance {REFERENCE_TOLERANCE_NATS})")

@@ -1,0 +1,90 @@
+"""One experiment folder as a user meets it: resumes that change nothing when they fail, changed
+settings listed, a finished run said to be finished, and one run per folder at a time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from _train_recipe import write_recipe
+from conftest import ROOT, nestkit_executable, run_nestkit
+from nestkit.train.checkpoint import load_checkpoint
+
+FAST = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny demo-data run of 4 steps: (recipe file, experiment folder)."""
+    tmp = tmp_path_factory.mktemp("exp")
+    recipe = write_recipe(tmp / "r.yaml", tmp / "exp", max_steps=4, val_check_interval=1000)
+    result = run_nestkit("train", str(recipe), "model.optim.lr=0.05", env=FAST)
+    assert result.returncode == 0, result.stderr
+    return recipe, tmp / "exp" / "tiny"
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_resume_the_checkpoint_cannot_take_is_one_line_and_changes_nothing(finished_run: tuple[Path, Path]) -> None:
+    recipe, folder = finished_run
+    before, recipe_text = _snapshot(folder), (folder / "recipe.yaml").read_text()
+    result = run_nestkit("train", str(recipe), "model.optim.lr=0.05", "trainer.max_steps=8", "model.encoder.n_layers=2", env=FAST)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "model.encoder.n_layers 1 -> 2" in lines[0]
+    assert "exp_manager.name=" in lines[0] and "exp_manager.resume_from_checkpoint=" in lines[0]
+    assert (folder / "recipe.yaml").read_text() == recipe_text  # the folder still describes its run
+    assert _snapshot(folder) == before
+
+
+def test_a_finished_run_says_so_and_how_to_continue(finished_run: tuple[Path, Path]) -> None:
+    recipe, folder = finished_run
+    before = _snapshot(folder)
+    result = run_nestkit("train", str(recipe), "model.optim.lr=0.05", env=FAST)
+    assert result.returncode == 0, result.stderr
+    assert "is finished: step 4 of trainer.max_steps=4" in result.stdout and "trainer.max_steps=N" in result.stdout
+    assert _snapshot(folder) == before
+
+
+def test_settings_a_resume_can_take_are_applied_and_listed(finished_run: tuple[Path, Path]) -> None:
+    recipe, folder = finished_run
+    result = run_nestkit("train", str(recipe), "model.optim.lr=0.02", "trainer.max_steps=6", env=FAST)
+    assert result.returncode == 0, result.stderr
+    assert "model.optim.lr 0.05 -> 0.02" in result.stdout and "trainer.max_steps 4 -> 6" in result.stdout
+    state = load_checkpoint(folder / "checkpoints" / "last.ckpt")
+    assert state["step"] == 6
+    assert state["optimizer"]["param_groups"][0]["initial_lr"] == 0.02  # the schedule runs from the new rate
+    assert "lr: 0.02" in (folder / "recipe.yaml").read_text()
+
+
+def test_one_run_per_experiment_folder(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "exp", max_steps=100000, val_check_interval=1000)
+    lock = tmp_path / "exp" / "tiny" / ".lock"
+    env = {**os.environ, **FAST, "NO_COLOR": "1"}
+    first = subprocess.Popen([*nestkit_executable(), "train", str(recipe)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not lock.exists() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert lock.exists(), first.stderr.read() if first.poll() is not None else "no lock after 240 s"
+        second = run_nestkit("train", str(recipe), env=FAST)
+        assert second.returncode == 2, second.stderr
+        assert f"in use by another run (pid {first.pid} on" in second.stderr
+        assert second.stderr.strip().count("\n") == 0
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    assert lock.exists()  # a killed run cannot clean up: the next run takes the lock over
+    third = run_nestkit("train", str(recipe), "trainer.max_steps=1", env=FAST)
+    assert third.returncode == 0, third.stderr
+    assert f"took over the lock of a run that is gone (pid {first.pid}" in third.stdout
+    assert not lock.exists()  # released at the end
