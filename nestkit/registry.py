@@ -186,21 +186,12 @@ class Registry:
             raise RecipeError(f"{kind} '{bare}' is provided by {both}; pick one as 'provider:{bare}'", key=where)
         return candidates[0]
 
-    def validate(self, kind: str, section: Any, key: str = "") -> tuple[Component, ComponentConfig]:
-        """Validate a recipe section ``{name: ..., **fields}`` of ``kind`` found at ``key``, its
-        nested component sections included; raises every problem at once (one RecipeError, or
-        :class:`~nestkit.errors.RecipeErrors`)."""
-        problems: list[RecipeError] = []
-        checked = self.check(kind, section, key or kind, problems)
-        if problems:
-            raise combined(problems)
-        assert checked is not None
-        return checked
-
     def check(
         self, kind: str, section: Any, key: str, problems: list[RecipeError], nested: bool = True
     ) -> tuple[Component, ComponentConfig] | None:
-        """Like :meth:`validate`, but appends the problems to ``problems`` (None if any is here)."""
+        """Validate a recipe section ``{name: ..., **fields}`` of ``kind`` found at ``key`` (and,
+        when ``nested``, the component sections it holds): the component and its typed config, or
+        None; every problem found is appended to ``problems`` as one line naming its full key."""
         if isinstance(section, BaseModel):
             section = section.model_dump()
         if not isinstance(section, Mapping):
