@@ -137,3 +137,30 @@ def test_bad_parameters_are_recipe_errors() -> None:
         build("speaker_noise", min_mix_rate=0.8, max_mix_rate=0.2)
     with pytest.raises(RecipeError, match="prob"):
         build("multi_speaker_noise", prob=1.5)
+
+
+@pytest.mark.parametrize("name", ["speaker_noise", "multi_speaker_noise"])
+def test_cpu_path_touches_only_real_samples_and_matches_the_dense_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU path (slices of the valid samples) gives the fixed-shape (B, T) path's result up
+    to float rounding of the energies, and the padding stays exactly zero."""
+    from nestkit.components import augmentors
+
+    extra = {"max_num_segments": 4, "max_num_speakers": 3} if name == "multi_speaker_noise" else {}
+    settings = [dict(prob=1.0, noise_ratio=0.5), dict(prob=0.5, noise_ratio=0.0, min_mix_rate=0.2, max_mix_rate=0.9),
+                dict(prob=0.8, noise_ratio=1.0, min_mix_rate=1.0, max_mix_rate=1.0, **extra)]
+    for seed in range(12):
+        g = torch.Generator().manual_seed(seed)
+        lengths = torch.randint(1, 3000, (int(torch.randint(1, 9, (), generator=g)),), generator=g).tolist()
+        batch = make_batch(lengths, noise=torch.randn(len(lengths), max(lengths), generator=g))
+        batch.noise_len = (batch.audio_len - (seed % 3) * 700).clamp(min=0) if seed % 4 else torch.zeros_like(batch.audio_len)
+        batch.noise = batch.noise * (torch.arange(max(lengths))[None, :] < batch.noise_len[:, None])
+        for fields in settings:
+            aug = build(name, **fields)
+            fast = aug(batch, torch.Generator().manual_seed(seed))
+            with monkeypatch.context() as m:
+                m.setattr(augmentors, "_layout", augmentors._Dense)
+                dense = aug(batch, torch.Generator().manual_seed(seed))
+            assert torch.allclose(fast.noisy_audio, dense.noisy_audio, rtol=1e-5, atol=1e-6), (seed, fields)
+            padding = torch.arange(batch.audio.shape[1])[None, :] >= batch.audio_len[:, None]
+            assert torch.equal(fast.noisy_audio[padding], torch.zeros(int(padding.sum())))
+            assert torch.equal(fast.noisy_audio != batch.audio, dense.noisy_audio != batch.audio)  # same samples mixed

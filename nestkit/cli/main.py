@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from nestkit.cli import bench, describe, extract, list_components, nemo, schema, shard, train, validate
+from nestkit.cli import bench, describe, extract, list_components, nemo, probe, schema, shard, train, validate
 
 app = typer.Typer(
     name="nestkit",
@@ -40,6 +40,7 @@ app.command("train")(train.train)
 app.command("bench")(bench.bench)
 app.command("shard")(shard.shard)
 app.command("extract")(extract.extract)
+app.command("probe")(probe.probe)
 app.command("export-encoder")(train.export_encoder)
 app.command("import-nemo")(nemo.import_nemo)
 app.command("export-nemo")(nemo.export_nemo)

@@ -12,13 +12,20 @@ has one utterance, else another utterance of the batch), and an energy ratio in 
 the noise or speech range. The source is scaled so that
 ``10*log10(E_audio / E_added) = ratio``, with NeMo's energy definitions (see each class).
 
+Where the work happens: on the CPU (loader workers) only real samples are touched: each mixed
+segment is one contiguous slice of its utterance and each energy a dot product over the valid
+samples, so a batch that is 80% padding costs what its speech costs (:class:`_Rows`). On an
+accelerator the same draws are placed with fixed-shape (B, T) ops, which need no host sync
+inside the training step (:class:`_Dense`). Both give the same result up to float rounding of
+the energy sums, and leave the padding zero.
+
 Deliberate difference from NeMo 3.0.0: an utterance that is *not* chosen is left clean
 (``noisy_audio == audio``); NeMo adds its raw, unscaled noise sample to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from pydantic import Field, model_validator
@@ -43,14 +50,6 @@ def _below(n: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.minimum(pick, (n - 1).clamp(min=0))
 
 
-def _energy(x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """Mean power of the first ``length`` samples of each row (0 for empty rows): (B,)."""
-    t = torch.arange(x.shape[1], device=x.device)
-    x = x.float()
-    power = torch.where(t[None, :] < length[:, None], x * x, torch.zeros((), device=x.device)).sum(dim=1)
-    return power / length.clamp(min=1)
-
-
 def _window(
     t: torch.Tensor, start: torch.Tensor, seg: torch.Tensor, source: torch.Tensor, src_start: torch.Tensor, src_len: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,6 +68,111 @@ def _window(
     return torch.gather(source, 1, idx), inside
 
 
+@dataclass(frozen=True)
+class _Segments:
+    """Where signal is placed, per (segment, utterance), each (S, B) integer tensors (``from_noise`` bool):
+    samples ``start + k`` (k < ``count``) of row b get ``source[(src_start + k) mod src_len]``,
+    the source being the row's noise or utterance ``src_row``'s audio."""
+
+    start: torch.Tensor
+    count: torch.Tensor
+    from_noise: torch.Tensor
+    src_row: torch.Tensor
+    src_start: torch.Tensor
+    src_len: torch.Tensor
+
+    @staticmethod
+    def stack(parts: list[dict[str, torch.Tensor]]) -> _Segments:
+        return _Segments(**{k: torch.stack([p[k] for p in parts]) for k in parts[0]})
+
+
+class _Dense:
+    """(B, T) ops: fixed shapes, no host sync (accelerators)."""
+
+    def __init__(self, batch: AudioBatch) -> None:
+        self.batch = batch
+        self.t = torch.arange(batch.audio.shape[1], device=batch.audio.device)
+
+    def energy(self, x: torch.Tensor, length: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Mean power of the first ``length`` samples of each row (0 for empty rows): (B,)."""
+        x = x.float()
+        power = torch.where(self.t[None, :] < length[:, None], x * x, torch.zeros((), device=x.device)).sum(dim=1)
+        return power / length.clamp(min=1)
+
+    def place(self, seg: _Segments, rows: torch.Tensor) -> torch.Tensor:
+        """Builds the placed signal; returns its summed power per row (B,)."""
+        b = self.batch
+        self.placed = torch.zeros_like(b.audio)
+        for j in range(seg.start.shape[0]):
+            source = torch.where(seg.from_noise[j][:, None], b.noise, b.audio.index_select(0, seg.src_row[j]))
+            values, inside = _window(self.t, seg.start[j], seg.count[j], source, seg.src_start[j], seg.src_len[j])
+            self.placed = torch.where(inside, values, self.placed)
+        return (self.placed * self.placed).sum(1)
+
+    def mixed(self, gain: torch.Tensor) -> torch.Tensor:
+        return self.batch.audio + gain[:, None] * self.placed
+
+
+class _Rows:
+    """CPU (loader workers): contiguous slices of the real samples, one per utterance and segment.
+
+    A slice op runs at memory speed while a gather over flat indices costs several passes per
+    sample, so on the CPU a short loop over the batch's rows (B x segments slices, each op
+    vectorised over its samples) is the fast way to touch only real samples.
+    """
+
+    def __init__(self, batch: AudioBatch) -> None:
+        self.batch = batch
+        self.pieces: list[tuple[int, int, torch.Tensor]] = []  # (row, start, values)
+
+    def energy(self, x: torch.Tensor, length: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Mean power over each row's first ``length`` samples, computed for ``rows`` only (0 elsewhere)."""
+        power = [0.0] * x.shape[0]
+        for b, (n, use) in enumerate(zip(length.tolist(), rows.tolist())):
+            if use and n:
+                v = x[b, :n].double()
+                power[b] = float(torch.dot(v, v))
+        return (torch.tensor(power, dtype=torch.float64) / length.clamp(min=1)).float()
+
+    def place(self, seg: _Segments, rows: torch.Tensor) -> torch.Tensor:
+        b = self.batch
+        power = [0.0] * b.audio.shape[0]
+        columns = [t.T.tolist() for t in (seg.start, seg.count, seg.from_noise, seg.src_row, seg.src_start, seg.src_len)]
+        for row, use in enumerate(rows.tolist()):
+            if not use:
+                continue
+            for start, count, from_noise, src_row, src_start, src_len in zip(*(c[row] for c in columns)):
+                if count <= 0 or src_len <= 0:
+                    continue
+                source = b.noise[row] if from_noise else b.audio[src_row]
+                values = _cyclic(source[:src_len], src_start % src_len, count)
+                v = values.double()
+                power[row] += float(torch.dot(v, v))
+                self.pieces.append((row, start, values))
+        return torch.tensor(power, dtype=torch.float64).float()
+
+    def mixed(self, gain: torch.Tensor) -> torch.Tensor:
+        out = self.batch.audio.clone()
+        scale = gain.tolist()
+        for row, start, values in self.pieces:
+            target = out[row, start : start + values.shape[0]]
+            target.add_(values, alpha=scale[row])
+        return out
+
+
+def _cyclic(source: torch.Tensor, first: int, count: int) -> torch.Tensor:
+    """``count`` samples of ``source`` read cyclically from index ``first``."""
+    n = source.shape[0]
+    if first + count <= n:
+        return source[first : first + count]
+    rolled = torch.cat([source[first:], source[:first]])
+    return rolled.repeat(-(-count // n))[:count]
+
+
+def _layout(batch: AudioBatch) -> _Dense | _Rows:
+    return _Rows(batch) if batch.audio.device.type == "cpu" else _Dense(batch)
+
+
 def _scale(audio_energy: torch.Tensor, noise_energy: torch.Tensor, ratio_db: torch.Tensor) -> torch.Tensor:
     """Gain that puts the noise ``ratio_db`` below the audio (0 where there is no noise)."""
     denom = (10.0 ** (ratio_db / 10.0)) * noise_energy.double()
@@ -76,14 +180,10 @@ def _scale(audio_energy: torch.Tensor, noise_energy: torch.Tensor, ratio_db: tor
     return torch.where(noise_energy > 0, torch.sqrt(audio_energy.double() / safe), torch.zeros_like(denom)).float()
 
 
-def _batch_frame(
-    batch: AudioBatch, prob: float, g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """audio, lengths, row and sample indices, and which utterances are augmented (drawn first)."""
-    audio = batch.audio
-    rows = torch.arange(audio.shape[0], device=audio.device)
-    t = torch.arange(audio.shape[1], device=audio.device)
-    return audio, batch.audio_len, rows, t, _rand(audio.shape[0], g) < prob
+def _batch_frame(batch: AudioBatch, prob: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """lengths, row indices, and which utterances are augmented (drawn first)."""
+    rows = torch.arange(batch.audio.shape[0], device=batch.audio.device)
+    return batch.audio_len, rows, _rand(batch.audio.shape[0], g) < prob
 
 
 def _source_and_ratio(c: SpeakerNoiseConfig, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,12 +196,11 @@ def _source_and_ratio(c: SpeakerNoiseConfig, n: int, g: torch.Generator) -> tupl
     return noise_mode, ratio
 
 
-def _mixed(batch: AudioBatch, signal: torch.Tensor, signal_energy: torch.Tensor, ratio: torch.Tensor,
-           apply: torch.Tensor) -> AudioBatch:
-    """The batch with ``signal`` added at ``ratio`` dB below the audio where ``apply``."""
-    audio, length = batch.audio, batch.audio_len
-    gain = _scale(_energy(audio, length), signal_energy, ratio) * apply
-    return replace(batch, noisy_audio=audio + gain[:, None] * signal, noisy_audio_len=length.clone(), augmented=True)
+def _mixed(batch: AudioBatch, layout: _Dense | _Rows, audio_energy: torch.Tensor, signal_energy: torch.Tensor,
+           ratio: torch.Tensor, apply: torch.Tensor) -> AudioBatch:
+    """The batch with the placed signal added at ``ratio`` dB below the audio where ``apply``."""
+    gain = _scale(audio_energy, signal_energy, ratio) * apply
+    return replace(batch, noisy_audio=layout.mixed(gain), noisy_audio_len=batch.audio_len.clone(), augmented=True)
 
 
 class SpeakerNoiseConfig(ComponentConfig):
@@ -159,8 +258,8 @@ class SpeakerNoiseAugmentor:
 
     def __call__(self, batch: AudioBatch, generator: torch.Generator) -> AudioBatch:
         c, g = self.cfg, generator
-        audio, length, rows, t, apply = _batch_frame(batch, c.prob, g)
-        B, dev = audio.shape[0], audio.device
+        length, rows, apply = _batch_frame(batch, c.prob, g)
+        B = rows.shape[0]
         lo = torch.floor(length.double() * c.min_mix_rate).long()
         hi = torch.floor(length.double() * c.max_mix_rate).long()
         if c.min_mix_rate < c.max_mix_rate:
@@ -171,15 +270,17 @@ class SpeakerNoiseAugmentor:
         mix_start = _below(length - mix_len, g)
         noise_mode, ratio = _source_and_ratio(c, B, g)
         partner = (rows + 1 + _below(torch.full_like(rows, B - 1), g)) % B
-        source = torch.where(noise_mode[:, None], batch.noise, audio[partner])
         src_len = torch.where(noise_mode, batch.noise_len, length[partner])
         repeat = src_len <= mix_len
         src_start = torch.where(repeat, torch.zeros_like(src_len), _below(src_len - mix_len, g))
-        values, inside = _window(t, mix_start, mix_len, source, src_start, src_len)
-        clip = torch.where(inside, values, torch.zeros((), device=dev))
-        clip_energy = (clip * clip).sum(1) / mix_len.clamp(min=1)
-        noise_energy = torch.where(repeat, clip_energy, _energy(source, src_len))
-        return _mixed(batch, clip, noise_energy, ratio, apply)
+        layout = _layout(batch)
+        segment = {"start": mix_start, "count": mix_len, "from_noise": noise_mode, "src_row": partner,
+                   "src_start": src_start, "src_len": src_len}
+        clip_energy = layout.place(_Segments.stack([segment]), apply) / mix_len.clamp(min=1)
+        audio_energy = layout.energy(batch.audio, length, torch.ones_like(apply))
+        noise_energy = layout.energy(batch.noise, batch.noise_len, apply & noise_mode & ~repeat)
+        source_energy = torch.where(noise_mode, noise_energy, audio_energy[partner])
+        return _mixed(batch, layout, audio_energy, torch.where(repeat, clip_energy, source_energy), ratio, apply)
 
 
 class MultiSpeakerNoiseAugmentor:
@@ -196,8 +297,8 @@ class MultiSpeakerNoiseAugmentor:
 
     def __call__(self, batch: AudioBatch, generator: torch.Generator) -> AudioBatch:
         c, g = self.cfg, generator
-        audio, length, rows, t, apply = _batch_frame(batch, c.prob, g)
-        B, dev = audio.shape[0], audio.device
+        length, rows, apply = _batch_frame(batch, c.prob, g)
+        B, dev = rows.shape[0], rows.device
         if c.min_mix_rate < c.max_mix_rate:
             rate = _uniform(c.min_mix_rate, c.max_mix_rate, B, g)
         else:
@@ -211,12 +312,12 @@ class MultiSpeakerNoiseAugmentor:
         keys = torch.rand(B, B, generator=g, device=dev)
         keys[rows, rows] = 2.0
         order = keys.argsort(dim=1)
-        placed = torch.zeros_like(audio)
         remaining = mix_len.float()
         min_start = torch.zeros_like(length)
         max_start = length - mix_len
         used = torch.zeros_like(length)  # noise consumed so far (noise pieces are consecutive)
         sid = torch.zeros_like(length)
+        segments = []
         for j in range(c.max_num_segments):  # a few segments, each vectorised over the batch
             active = j < num_seg
             p = torch.where(active, 1.0 / (num_seg - j).clamp(min=1).float(), torch.zeros_like(remaining))
@@ -226,18 +327,17 @@ class MultiSpeakerNoiseAugmentor:
             spk = order[rows, sid]
             spk_len = length[spk]
             speech_start = torch.where(seg < spk_len, _below(spk_len - seg, g), torch.zeros_like(seg))
-            source = torch.where(noise_mode[:, None], batch.noise, audio.index_select(0, spk))
-            src_len = torch.where(noise_mode, batch.noise_len, spk_len)
-            src_start = torch.where(noise_mode, used, speech_start)
-            values, inside = _window(t, start, seg, source, src_start, src_len)
-            placed = torch.where(inside, values, placed)
+            segments.append({"start": start, "count": seg, "from_noise": noise_mode, "src_row": spk,
+                             "src_start": torch.where(noise_mode, used, speech_start),
+                             "src_len": torch.where(noise_mode, batch.noise_len, spk_len)})
             min_start = start + seg
             max_start = max_start + seg
             used = used + seg
             sid = sid + active.long()
             sid = torch.where(sid >= num_cand, _below(num_cand, g), sid)
-        noise_energy = (placed * placed).sum(1) / length.clamp(min=1)
-        return _mixed(batch, placed, noise_energy, ratio, apply)
+        layout = _layout(batch)
+        noise_energy = layout.place(_Segments.stack(segments), apply) / length.clamp(min=1)
+        return _mixed(batch, layout, layout.energy(batch.audio, length, apply), noise_energy, ratio, apply)
 
 
 def components() -> list[Component]:
