@@ -280,8 +280,7 @@ def _threads(n: int) -> Iterator[None]:
 
 def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
     """Benchmark ``recipe`` (a Recipe, path or mapping) and return the JSON-ready report."""
-    import nestkit
-    from nestkit.recipe import Recipe
+    from nestkit.recipe import Recipe, load_recipe
 
     if settings.steps < 1 or settings.warmup < 0:
         raise NestkitError(f"need --steps >= 1 and --warmup >= 0, got {settings.steps} and {settings.warmup}")
@@ -292,7 +291,7 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
     device = resolve_device(settings.device)
     use_compile = device.type == "cuda" if settings.compile is None else settings.compile
     if not isinstance(recipe, Recipe):
-        recipe = nestkit.load_recipe(recipe)
+        recipe = load_recipe(recipe)
     if recipe.optimizer_section is None:
         raise NestkitError("the recipe has no model.optim section: nothing to benchmark the optimizer step with")
 

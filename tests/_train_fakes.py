@@ -93,7 +93,7 @@ class FakeLoader:
 
 
 def loader_factory(n_items: int = 96):
-    def make(cfg, *, sample_rate, train, seed, rank=0, world_size=1, epoch=0):
+    def make(cfg, *, sample_rate, train, seed, rank=0, world_size=1, epoch=0, registry=None):
         return FakeLoader(n_items if train else 16, cfg.batch_size, seed, rank, world_size, shuffle=train)
 
     return make
@@ -109,7 +109,7 @@ def fake_registry() -> Registry:
     reg = Registry()
     for c in optim.components():
         reg.add(c, provider="nestkit")
-    reg.add(Component("model", "nest", lambda **_: FakeModel(), _NoConfig, "fake"), provider="test")
+    reg.add(Component("model", "nest", lambda cfg: FakeModel(), _NoConfig, "fake"), provider="test")
     return reg
 
 

@@ -48,7 +48,8 @@ def build_loaders(recipe: Any, factory: Any, *, seed: int, rank: int, world_size
         say(sets.note)
     if factory is None:
         from nestkit.data import build_dataloader as factory
-    common = {"sample_rate": sets.train.sample_rate, "seed": seed, "rank": rank, "world_size": world_size}
+    common = {"sample_rate": sets.train.sample_rate, "seed": seed, "rank": rank, "world_size": world_size,
+              "registry": recipe.registry}
     train = factory(sets.train, train=True, epoch=0, **common)
     val = factory(sets.validation, train=False, epoch=0, **common) if sets.validation is not None else None
     return sets.train, train, val

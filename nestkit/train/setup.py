@@ -104,20 +104,19 @@ def build_parts(
 
     Call :func:`configure_blocks` next (before :func:`wrap_distributed`) for compiled or
     checkpointed encoder blocks."""
-    import nestkit
-
     precision = normalise_precision(recipe.trainer.precision if precision is None else precision)
     check_precision(device, precision)
-    model = (model if model is not None else nestkit.build_model(recipe)).to(device)
+    model = (model if model is not None else recipe.build_model()).to(device)
     if distributed and sync_batchnorm and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if recipe.optimizer_section is None:
         raise RecipeError("no optimizer: add model.optim with name: adamw (or adam, sgd)", key="model.optim")
-    optimizer = nestkit.build("optimizer", recipe.optimizer_section, params=list(model.named_parameters()))
+    optimizer = recipe.registry.build("optimizer", recipe.optimizer_section, key="model.optim", params=list(model.named_parameters()))
     scheduler = None
     if recipe.scheduler_section is not None:
         try:
-            scheduler = nestkit.build("scheduler", recipe.scheduler_section, optimizer=optimizer, trainer_max_steps=scheduler_steps)
+            scheduler = recipe.registry.build("scheduler", recipe.scheduler_section, key="model.optim.sched",
+                                              optimizer=optimizer, trainer_max_steps=scheduler_steps)
         except ValueError as exc:
             raise RecipeError(str(exc), key="model.optim.sched") from None
     scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
