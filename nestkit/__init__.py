@@ -20,6 +20,7 @@ from nestkit.registry import Component, ComponentConfig, Registry, section_field
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from nestkit.pretrained import Pretrained, PretrainedEncoder
     from nestkit.recipe import Recipe
 
 __version__ = "0.1.0"
@@ -33,6 +34,8 @@ __all__ = [
     "build_model",
     "hookimpl",
     "list_components",
+    "load_encoder",
+    "load_model",
     "load_recipe",
     "probe",
     "registry",
@@ -84,3 +87,19 @@ def probe(checkpoint: str | Path, manifest: str | list[str], label: str, **optio
     from nestkit.probing.run import run_probe
 
     return run_probe(checkpoint, manifest, label, **options).result
+
+
+def load_model(checkpoint: str | Path, device: str = "cpu") -> Pretrained:
+    """``(model, recipe)`` from a nestkit checkpoint (training, or ``import-nemo``): the model in
+    eval mode on ``device``; ``model.extract(audio, audio_len)`` gives (B, d_model, T') features."""
+    from nestkit.pretrained import load_model as _load
+
+    return _load(checkpoint, device)
+
+
+def load_encoder(path: str | Path, device: str = "cpu") -> PretrainedEncoder:
+    """``(encoder, preprocessor)`` from a file of ``nestkit export-encoder``, both in eval mode:
+    ``encoder(*preprocessor(audio, audio_len))`` gives (B, d_model, T') features."""
+    from nestkit.pretrained import load_encoder as _load
+
+    return _load(path, device)

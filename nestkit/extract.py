@@ -3,6 +3,8 @@
 Utterances are read from a NeMo manifest, grouped by duration into batches of bounded padded
 length (little padding, bounded memory), encoded without masking, and written one file per
 utterance with only its valid frames, plus ``features_manifest.json`` mapping audio to features.
+Files keep the layout of ``model.extract`` (NeMo's, channels first): (d_model, frames), or
+(layers, d_model, frames) when layers are chosen.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ def duration_batches(durations: np.ndarray, batch_seconds: float) -> list[list[i
     return batches
 
 
+def check_layers(layers: list[int], depth: int) -> None:
+    """Refuse a block index the encoder does not have (``i % depth`` would silently pick another)."""
+    for layer in layers:
+        if not -depth <= layer < depth:
+            raise NestkitError(f"--layer {layer}: the encoder has {depth} blocks (use 0..{depth - 1}, or -{depth}..-1 from the end)")
+
+
 def _unique_names(paths: list[str]) -> list[str]:
     seen: Counter[str] = Counter()
     names = []
@@ -67,14 +76,15 @@ def extract_features(
 ) -> ExtractReport:
     """Write encoder features for every readable utterance of ``manifest``.
 
-    Each file holds float32 (frames, d_model) for the final output, or (len(layers), frames,
-    d_model) when ``layers`` are chosen.
+    Each file holds float32 (d_model, frames) for the final output, or (len(layers), d_model,
+    frames) when ``layers`` are chosen (0-based blocks; negatives count from the end).
     """
     if fmt not in ("npy", "pt"):
         raise NestkitError(f"unknown format '{fmt}' (use npy or pt)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, recipe = load_model(checkpoint, device)
+    check_layers(layers or [], len(model.encoder.layers))
     sample_rate = int(recipe.data["model"].get("sample_rate", 16000))
     data = read_manifest(manifest)
     out = Path(out_dir)
@@ -106,14 +116,14 @@ def extract_features(
         padded = torch.nn.utils.rnn.pad_sequence(audios, batch_first=True)
         with torch.inference_mode():
             outputs, out_len = model.extract(padded.to(device), lengths.to(device), layers=layers)
-        stacked = torch.stack(outputs, dim=0).transpose(2, 3).float().cpu()  # (L, B, T', d)
+        stacked = torch.stack(outputs, dim=0).float().cpu()  # (L, B, d_model, T')
         for row, i in enumerate(kept):
             frames = int(out_len[row])
-            feats = stacked[:, row, :frames]
+            feats = stacked[:, row, :, :frames]
             feats = feats[0] if layers is None else feats
             target = out / f"{names[i]}.{fmt}"
             if fmt == "npy":
-                np.save(target, feats.numpy())
+                np.save(target, np.ascontiguousarray(feats.numpy()))
             else:
                 torch.save(feats.clone(), target)
             index_lines.append(json.dumps({"audio_filepath": data.paths[i], "feature_filepath": target.name,

@@ -101,29 +101,49 @@ def test_convert_nemo_training_config(ref: dict, tmp_path: Path) -> None:
     assert recipe.data["model"]["encoder"]["d_model"] == 64
 
 
-def test_extract_writes_one_file_per_utterance(tmp_path: Path) -> None:
-    model = nestkit.build_model(RECIPES / "nest_demo.yaml")
-    save_model(tmp_path / "demo.ckpt", model, nestkit.load_recipe(RECIPES / "nest_demo.yaml"))
+@pytest.fixture(scope="module")
+def demo_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained model of the demo recipe (3 encoder blocks, d_model 96) as a checkpoint."""
+    path = tmp_path_factory.mktemp("demo") / "demo.ckpt"
+    recipe = nestkit.load_recipe(RECIPES / "nest_demo.yaml")
+    return save_model(path, nestkit.build_model(recipe), recipe)
+
+
+def test_extract_writes_one_file_per_utterance(demo_ckpt: Path, tmp_path: Path) -> None:
+    """Files are (layers, d_model, frames) with --layer, (d_model, frames) without: the layout of
+    model.extract, the same values as each utterance encoded alone."""
     _, val, _ = demo_manifests()
     out = tmp_path / "feats"
-    result = run_nestkit("extract", str(tmp_path / "demo.ckpt"), str(val), str(out), "--layer", "0", "--layer", "-1",
+    result = run_nestkit("extract", str(demo_ckpt), str(val), str(out), "--layer", "0", "--layer", "-1",
                          "--batch-seconds", "20")
     assert result.returncode == 0, result.stderr
     index = [json.loads(line) for line in (out / "features_manifest.json").read_text().splitlines()]
     lines = [json.loads(line) for line in Path(val).read_text().splitlines()]
     assert len(index) == len(lines) == len(list(out.glob("*.npy")))
-    loaded, recipe = load_model(tmp_path / "demo.ckpt")
+    loaded, recipe = nestkit.load_model(demo_ckpt)
     d_model = recipe.data["model"]["encoder"]["d_model"]
     from nestkit.data.audio import read_audio
 
     for entry in index[:5]:  # each utterance alone gives the same frames and values as in its batch
         audio = read_audio(entry["audio_filepath"], sample_rate=16000)
-        with torch.no_grad():
-            alone, length = loaded.extract(audio[None], torch.tensor([audio.shape[0]]), layers=[0, -1])
+        alone, length = loaded.extract(audio[None], torch.tensor([audio.shape[0]]), layers=[0, -1])
+        frames = int(length[0])
         feats = np.load(out / entry["feature_filepath"])
-        assert feats.shape == (2, int(length[0]), d_model) and entry["frames"] == int(length[0])
-        expected = torch.stack(alone)[:, 0, :, : int(length[0])].transpose(1, 2).numpy()
+        assert feats.shape == (2, d_model, frames) and entry["frames"] == frames
+        expected = torch.stack(alone)[:, 0, :, :frames].numpy()
         np.testing.assert_allclose(feats, expected, atol=1e-4, rtol=1e-4)
+    final = tmp_path / "final"
+    assert run_nestkit("extract", str(demo_ckpt), str(val), str(final), "--format", "pt").returncode == 0
+    entry = json.loads((final / "features_manifest.json").read_text().splitlines()[0])
+    assert torch.load(final / entry["feature_filepath"], weights_only=True).shape == (d_model, entry["frames"])
+
+
+def test_extract_refuses_a_block_the_encoder_does_not_have(demo_ckpt: Path, tmp_path: Path) -> None:
+    _, val, _ = demo_manifests()
+    result = run_nestkit("extract", str(demo_ckpt), str(val), str(tmp_path / "f"), "--layer", "5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: --layer 5: the encoder has 3 blocks (use 0..2, or -3..-1 from the end)"
+    assert not (tmp_path / "f").exists()
 
 
 def test_training_starts_from_imported_weights(nemo_file: Path, tmp_path: Path) -> None:

@@ -16,11 +16,13 @@ def extract(
     batch_seconds: float = typer.Option(120.0, "--batch-seconds", help="Padded audio seconds per batch."),
     device: str = typer.Option("auto", "--device", help="auto (GPU if present), cpu or cuda."),
 ) -> None:
-    """Encode a manifest's audio and write each utterance's features (frames x d_model).
+    """Encode a manifest's audio and write each utterance's features: a (d_model, frames) array,
+    or (layers, d_model, frames) with --layer, the layout of model.extract in Python (NeMo's,
+    channels first); features_manifest.json maps each audio file to its feature file.
 
     Examples:
 
-        nestkit extract nest_experiments/demo/checkpoints/last.ckpt data/dev.json feats/
+        nestkit extract nest_experiments/NEST-demo/checkpoints/last.ckpt data/dev.json feats/
 
         nestkit extract model.ckpt data/dev.json feats/ --layer 6 --layer -1 --format pt
     """

@@ -63,14 +63,17 @@ def export_encoder(
     ckpt: Path = typer.Argument(..., help="A nestkit training checkpoint (e.g. .../checkpoints/last.ckpt)."),
     out: Path = typer.Argument(..., help="Where to write the encoder (a .pt file)."),
 ) -> None:
-    """Write the encoder's weights and its config from a training checkpoint, for fine-tuning.
+    """Write the encoder and the preprocessor that computes its input features (configs and
+    tensors) from a checkpoint, for fine-tuning or feature extraction elsewhere.
 
-    The output is readable with torch.load(path, weights_only=True):
-    {"encoder_state_dict": ..., "encoder_config": {...}, "recipe": "...", "step": N}.
+    Load it in Python with one call:  encoder, preprocessor = nestkit.load_encoder("encoder.pt")
+    preprocessor(audio, audio_len) gives (B, D, T) features, encoder(feats, feats_len) gives
+    (B, d_model, T'). The file is also plain torch.load(path, weights_only=True):
+    {"encoder_config", "encoder_state_dict", "preprocessor_config", "preprocessor_state_dict", "recipe", "step"}.
 
     Examples:
 
-        nestkit export-encoder nest_experiments/nest_demo/checkpoints/last.ckpt encoder.pt
+        nestkit export-encoder nest_experiments/NEST-demo/checkpoints/last.ckpt encoder.pt
     """
     from nestkit.train.export import export_encoder as write
 
