@@ -17,6 +17,7 @@ from conftest import RECIPES, run_nestkit
 from nestkit.data import demo_manifests
 from nestkit.interop.nemo_archive import read_nemo_archive, write_nemo_archive
 from nestkit.pretrained import load_model, save_model
+from nestkit.recipe import interpolate
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +25,82 @@ def ref() -> dict:
     return torch.load(reference_file("parity_small.pt"), weights_only=True)
 
 
+# NeMo's NEST dataset sections (examples/asr/conf/ssl/nest/nest_fast-conformer.yaml), augmentor left out.
+NEMO_TRAIN_DS = {
+    "manifest_filepath": "???", "noise_manifest": "???", "sample_rate": "${model.sample_rate}", "batch_size": 8,
+    "shuffle": True, "num_workers": 8, "pin_memory": True, "use_start_end_token": False, "trim_silence": False,
+    "max_duration": 60.0, "min_duration": 1.0, "drop_last": True, "is_concat": False,
+    "concat_sampling_technique": "temperature", "concat_sampling_temperature": 1.0, "is_tarred": False,
+    "tarred_audio_filepaths": None, "shuffle_n": 2048, "bucketing_strategy": "synced_randomized",
+    "bucketing_batch_size": None,
+}
+NEMO_VALIDATION_DS = {
+    "manifest_filepath": "???", "noise_manifest": None, "sample_rate": "${model.sample_rate}", "batch_size": 8,
+    "shuffle": False, "num_workers": 8, "pin_memory": True, "use_start_end_token": False, "max_duration": 60.0,
+    "min_duration": 1.0,
+}
+DROPPED_DEFAULTS = ("is_concat", "concat_sampling_technique", "concat_sampling_temperature", "bucketing_strategy",
+                    "bucketing_batch_size")
+
+
+def nemo_model_config(ref: dict) -> dict:
+    model = yaml.safe_load(ref["model_cfg_yaml"])
+    model["train_ds"], model["validation_ds"] = dict(NEMO_TRAIN_DS), dict(NEMO_VALIDATION_DS)
+    return model
+
+
 @pytest.fixture(scope="module")
 def nemo_file(ref: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A .nemo archive as NeMo writes it, built from the fixture's config and weights."""
-    config = yaml.safe_load(ref["model_cfg_yaml"])
+    config = nemo_model_config(ref)
     config["target"] = "nemo.collections.asr.models.ssl_models.EncDecDenoiseMaskedTokenPredModel"
     config["nemo_version"] = "3.0.0"
     return write_nemo_archive(tmp_path_factory.mktemp("nemo") / "small.nemo", config, ref["state_dict"])
+
+
+def notes_of(stdout: str) -> list[str]:
+    return [line[len("note: "):] for line in stdout.splitlines() if line.startswith("note: ")]
+
+
+def _leaves(value: object, path: str = "") -> dict[str, object]:
+    """Dotted paths of every leaf of a config (``_target_`` / ``name`` left out: renamed on purpose)."""
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            if key not in ("_target_", "name") or not path:
+                out.update(_leaves(item, f"{path}.{key}" if path else str(key)))
+        return out
+    return {path: value}
+
+
+def assert_every_change_noted(before: dict, after: dict, notes: list[str]) -> None:
+    """Each leaf of ``before`` that is missing or different in ``after`` has a note naming its key,
+    or the section it was in when that whole section is gone; no note is repeated."""
+    old, new = _leaves(before), _leaves(after)
+    for key, value in old.items():
+        if key in new and new[key] == value:
+            continue
+        parts = key.split(".")
+        prefixes = [".".join(parts[:n]) for n in range(1, len(parts))]
+        gone = [p for p in prefixes if not any(k == p or k.startswith(p + ".") for k in new)]
+        assert any(note.startswith((f"{key} ", f"{key}:", *(f"{p} " for p in gone))) for note in notes), (key, value, notes)
+    assert len(notes) == len(set(notes))
 
 
 def test_import_nemo_reproduces_log_probs(ref: dict, nemo_file: Path, tmp_path: Path) -> None:
     result = run_nestkit("import-nemo", str(nemo_file), str(tmp_path / "small.ckpt"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "small.yaml").exists()
+    notes = notes_of(result.stdout)
+    for key in DROPPED_DEFAULTS:  # each default-valued key nestkit drops is named, once
+        assert sum(note.startswith(f"model.train_ds.{key} has no nestkit equivalent; dropped") for note in notes) == 1, key
+    assert "model.train_ds.noise_manifest is ??? (unset) in NeMo; written as null: no noise is mixed in until you set it" in notes
+    assert any(note.startswith("model.spec_augment") for note in notes)
     model, recipe = load_model(tmp_path / "small.ckpt")
+    nemo = interpolate({"model": nemo_model_config(ref)})
+    assert_every_change_noted(nemo, yaml.safe_load((tmp_path / "small.yaml").read_text()), notes)
+    assert recipe.data["model"]["optim"]["sched"]["warmup_ratio"] is None  # kept, not dropped
+    assert "# note: model.train_ds.is_concat" in (tmp_path / "small.yaml").read_text()
     assert recipe.data["model"]["encoder"]["n_layers"] == 2
     with torch.no_grad():
         encoded, _ = model.encoder(ref["eval_masked_feats"], ref["feats_noisy_len"])
@@ -59,9 +122,13 @@ def test_export_then_import_round_trip(ref: dict, nemo_file: Path, tmp_path: Pat
     assert config["target"].endswith("EncDecDenoiseMaskedTokenPredModel")
     assert config["encoder"]["_target_"] == "nemo.collections.asr.modules.ConformerEncoder"
     assert config["spec_augment"]["freq_masks"] == 0
-    original = yaml.safe_load(ref["model_cfg_yaml"])
-    for key in ("encoder", "decoder", "quantizer", "masking", "preprocessor", "loss"):
-        assert {k: v for k, v in config[key].items()} == original[key], key
+    original = nemo_model_config(ref)
+    for key in ("encoder", "decoder", "quantizer", "masking", "preprocessor", "loss", "spec_augment", "optim"):
+        assert config[key] == original[key], key
+    # NeMo's dataset keys come back with NeMo's values; only the ??? placeholders became null.
+    for split, nemo_section in (("train_ds", NEMO_TRAIN_DS), ("validation_ds", NEMO_VALIDATION_DS)):
+        expected = {k: (None if v == "???" else 16000 if v == "${model.sample_rate}" else v) for k, v in nemo_section.items()}
+        assert config[split] == expected, split
     assert run_nestkit("import-nemo", str(tmp_path / "b.nemo"), str(tmp_path / "c.ckpt")).returncode == 0
     first, second = torch.load(tmp_path / "a.ckpt", weights_only=True), torch.load(tmp_path / "c.ckpt", weights_only=True)
     assert first["model"].keys() == second["model"].keys()
@@ -69,35 +136,43 @@ def test_export_then_import_round_trip(ref: dict, nemo_file: Path, tmp_path: Pat
     assert yaml.safe_load(first["recipe"]) == yaml.safe_load(second["recipe"])
 
 
-def test_import_refuses_a_non_nest_archive(tmp_path: Path) -> None:
-    bad = write_nemo_archive(tmp_path / "ctc.nemo", {"encoder": {"_target_": "nemo.x.ConformerEncoder"}}, {})
+def test_import_refuses_an_archive_without_nest_sections(tmp_path: Path) -> None:
+    bad = write_nemo_archive(tmp_path / "odd.nemo", {"encoder": {"_target_": "nemo.x.ConformerEncoder"}}, {})
     result = run_nestkit("import-nemo", str(bad), str(tmp_path / "x.ckpt"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert "cannot be converted" in result.stderr
+    assert "cannot be converted" in result.stderr and "NeMo config has no such section" in result.stderr
 
 
 def test_convert_nemo_training_config(ref: dict, tmp_path: Path) -> None:
-    model = yaml.safe_load(ref["model_cfg_yaml"])
-    model["train_ds"] = {"manifest_filepath": "???", "sample_rate": "${model.sample_rate}", "batch_size": 8,
-                         "is_concat": False, "bucketing_strategy": "synced_randomized"}
+    model = nemo_model_config(ref)
+    model["masking"]["max_mask_ratio"] = 0.8  # NeMo 3.0.0's default, accepted and never applied by NeMo
     config = {
         "name": "NEST-small",
         "model": model,
         "trainer": {"devices": -1, "max_steps": -1, "strategy": "ddp_find_unused_parameters_true",
                     "enable_progress_bar": True, "enable_model_summary": True, "precision": 32},
         "exp_manager": {"exp_dir": None, "name": "${name}", "resume_if_exists": True},
+        "hydra": {"run": {"dir": "."}},
     }
     source = tmp_path / "nemo.yaml"
     source.write_text(yaml.safe_dump(config))
     result = run_nestkit("convert-nemo-config", str(source), str(tmp_path / "nest.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "note: trainer.enable_model_summary has no nestkit equivalent" in result.stdout
-    assert "note: model.train_ds.is_concat has no nestkit equivalent; dropped" in result.stdout
+    notes = notes_of(result.stdout)
+    assert "trainer.enable_model_summary has no nestkit equivalent; dropped (was True)" in notes
+    assert "trainer.devices: NeMo's -1 written as 'auto' (every GPU, else the CPU)" in notes
+    assert "hydra has no nestkit equivalent; dropped" in notes
+    assert "model.train_ds.is_concat has no nestkit equivalent; dropped (was False); export-nemo writes NeMo's False back" in notes
+    assert any(note.startswith("model.masking.max_mask_ratio dropped (was 0.8)") for note in notes)
+    assert any(note.startswith("model.spec_augment") for note in notes)
     recipe = nestkit.load_recipe(tmp_path / "nest.yaml")
-    assert recipe.trainer.devices == "auto" and recipe.trainer.strategy == "ddp"
+    assert_every_change_noted(interpolate(config), recipe.data, notes)
+    assert recipe.trainer.devices == "auto"
+    assert recipe.trainer.strategy == "ddp_find_unused_parameters_true"  # nestkit runs it as NeMo does
     assert recipe.exp_manager.name == "NEST-small"
-    assert recipe.train_ds is not None and recipe.train_ds.manifest_filepath is None
+    assert recipe.train_ds is not None and recipe.train_ds.manifest_filepath is None and recipe.train_ds.noise_manifest is None
+    assert recipe.data["model"]["optim"]["sched"]["warmup_ratio"] is None
     assert recipe.data["model"]["encoder"]["d_model"] == 64
 
 

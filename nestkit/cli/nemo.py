@@ -8,20 +8,33 @@ import typer
 
 
 def import_nemo(
-    archive: Path = typer.Argument(..., help="A NeMo NEST / masked-token-prediction .nemo file."),
+    archive: Path = typer.Argument(..., help="A NeMo .nemo file: a NEST model, or with --encoder-only any FastConformer ASR model."),
     out: Path = typer.Argument(..., help="nestkit checkpoint to write (its recipe goes next to it as .yaml)."),
+    encoder_only: bool = typer.Option(
+        False, "--encoder-only", help="Take only the encoder and its preprocessor (e.g. of a CTC model) into a NEST recipe: continued pretraining."
+    ),
+    recipe: Path | None = typer.Option(None, "--recipe", help="With --encoder-only: the NEST recipe for every other part (default: recipes/nest_fast_conformer.yaml)."),
 ) -> None:
-    """Convert a .nemo archive into a nestkit checkpoint and recipe.
+    """Convert a .nemo archive into a nestkit checkpoint and recipe; every key dropped or changed
+    on the way is listed as a note.
 
-    Example:
+    Examples:
 
         nestkit import-nemo ssl_en_nest_large.nemo nest_large.ckpt
         nestkit extract nest_large.ckpt data/dev.json feats/
+
+        nestkit import-nemo stt_en_fastconformer_ctc_large.nemo fc_ctc.ckpt --encoder-only
+        nestkit train fc_ctc.yaml exp_manager.resume_from_checkpoint=fc_ctc.ckpt model.train_ds.manifest_filepath=data/train.json
     """
+    from nestkit.errors import NestkitError
     from nestkit.interop.nemo_archive import import_nemo as run
 
-    ckpt, recipe = run(archive, out)
-    typer.echo(f"wrote {ckpt} and {recipe}")
+    if recipe is not None and not encoder_only:
+        raise NestkitError(f"--recipe {recipe}: only used with --encoder-only (add it, or drop --recipe)")
+    imported = run(archive, out, encoder_only=encoder_only, base_recipe=recipe)
+    for line in imported.notes:
+        typer.echo(f"note: {line}")
+    typer.echo(f"wrote {imported.checkpoint} and {imported.recipe}")
 
 
 def export_nemo(
@@ -32,11 +45,14 @@ def export_nemo(
 
     Example:
 
-        nestkit export-nemo nest_experiments/demo/checkpoints/last.ckpt demo.nemo
+        nestkit export-nemo nest_experiments/NEST-demo/checkpoints/last.ckpt demo.nemo
     """
     from nestkit.interop.nemo_archive import export_nemo as run
 
-    typer.echo(f"wrote {run(checkpoint, out)}")
+    path, notes = run(checkpoint, out)
+    for line in notes:
+        typer.echo(f"note: {line}")
+    typer.echo(f"wrote {path}")
 
 
 def convert_nemo_config(

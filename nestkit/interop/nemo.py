@@ -101,6 +101,30 @@ def load_nemo_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
     model.load_state_dict(converted, strict=True)
 
 
+
+def load_nemo_encoder(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, int]:
+    """Load the ``encoder.*`` weights (and the ``preprocessor.*`` buffers, when there) of any
+    NeMo ASR state dict into ``model``: every encoder key and shape must match. Returns how many
+    tensors were left out, by top-level prefix (``decoder``, ``joint``, ...)."""
+    taken = ("encoder.", "preprocessor.")
+    converted = from_nemo_tensors({k: v for k, v in state_dict.items() if k.startswith(taken)})
+    own = model.state_dict()
+    missing = [k for k in own if k.startswith("encoder.") and k not in converted]
+    unexpected = [k for k in converted if k not in own]
+    if missing or unexpected:
+        first = missing[0] if missing else unexpected[0]
+        raise CheckpointError(f"the NeMo encoder does not fit its config: {len(missing)} missing, "
+                              f"{len(unexpected)} unexpected (first: {first})")
+    for key, value in converted.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"NeMo state dict: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    model.load_state_dict(converted, strict=False)
+    left: dict[str, int] = {}
+    for key in state_dict:
+        if not key.startswith(taken):
+            left[key.partition(".")[0]] = left.get(key.partition(".")[0], 0) + 1
+    return left
+
 # ---------------------------------------------------------------------------- configs
 
 _TARGETS = {
@@ -116,10 +140,32 @@ _TARGETS = {
 }
 _COMPONENT_KEYS = ("preprocessor", "masking", "quantizer", "encoder", "decoder", "loss")
 _MODEL_KEYS = ("sample_rate", "num_classes", "num_books", "code_dim", "squeeze_single", "mask_position")
+_DATASET_KEYS = ("train_ds", "validation_ds")
 _SCHEDULERS = {"NoamAnnealing": "noam", "CosineAnnealing": "cosine_annealing"}
+# NeMo's NEST dataset keys that nestkit has no use for, with the values of NeMo's recipe: dropped
+# on import (with a note), written back on export so that NeMo finds them where it expects them.
+NEMO_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train_ds": {
+        "is_concat": False,
+        "concat_sampling_technique": "temperature",
+        "concat_sampling_temperature": 1.0,
+        "bucketing_strategy": "synced_randomized",
+        "bucketing_batch_size": None,
+    },
+    "validation_ds": {},
+}
+_UNSET_MEANS = {
+    "manifest_filepath": "nestkit trains on its demo data until you set it",
+    "noise_manifest": "no noise is mixed in until you set it",
+}
 
 
-def _named(section: Mapping[str, Any], key: str) -> dict[str, Any]:
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def nestkit_section(section: Mapping[str, Any], key: str) -> dict[str, Any]:
     """A NeMo ``_target_`` section as a nestkit ``name:`` section."""
     section = dict(section)
     target = str(section.pop("_target_", ""))
@@ -131,22 +177,53 @@ def _named(section: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {"name": _TARGETS[short], **section}
 
 
-def _dataset(section: Mapping[str, Any]) -> dict[str, Any]:
+def _dataset(section: Mapping[str, Any], split: str, notes: list[str]) -> dict[str, Any]:
     from nestkit.data.config import DatasetConfig
 
-    out = {k: (None if v == "???" else v) for k, v in section.items() if k in DatasetConfig.model_fields}
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        where = f"model.{split}.{key}"
+        if key not in DatasetConfig.model_fields:
+            default = NEMO_DATASET_DEFAULTS[split].get(key, value)
+            back = f"; export-nemo writes NeMo's {default!r} back" if key in NEMO_DATASET_DEFAULTS[split] else ""
+            notes.append(f"{where} has no nestkit equivalent; dropped (was {_shown(value)}){back}")
+        elif value == "???":
+            notes.append(f"{where} is ??? (unset) in NeMo; written as null: {_UNSET_MEANS.get(key, 'set it before training')}")
+            out[key] = None
+        else:
+            out[key] = value
     if isinstance(out.get("batch_augmentor"), Mapping):
-        out["batch_augmentor"] = _named(out["batch_augmentor"], "model.train_ds.batch_augmentor")
+        out["batch_augmentor"] = nestkit_section(out["batch_augmentor"], f"model.{split}.batch_augmentor")
     return out
 
 
-def recipe_from_nemo_config(cfg: Mapping[str, Any] | str) -> dict[str, Any]:
+def _masking(section: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
+    masking = nestkit_section(section, "model.masking")
+    if "max_mask_ratio" in masking:
+        value = masking.pop("max_mask_ratio")
+        notes.append(f"model.masking.max_mask_ratio dropped (was {value!r}): NeMo 3.0.0 accepts it but never applies it, "
+                     "while nestkit's caps the masked share")
+    return masking
+
+
+def _spec_augment(spec: Any, notes: list[str]) -> None:
+    if spec is None:
+        return
+    if isinstance(spec, Mapping) and not (spec.get("freq_masks", 0) or spec.get("time_masks", 0)):
+        notes.append("model.spec_augment (SpecAugment with no masks, unused by NEST) dropped; export-nemo writes it back")
+        return
+    raise RecipeError("NEST does not use SpecAugment; set freq_masks and time_masks to 0", key="model.spec_augment")
+
+
+def recipe_from_nemo_config(cfg: Mapping[str, Any] | str, notes: list[str] | None = None) -> dict[str, Any]:
     """A nestkit recipe mapping from a NeMo NEST config: a full config (``name``/``model``/...)
-    or only its ``model`` section, as a dict or YAML text. ``_target_`` becomes ``name:``,
-    ``${...}`` references are resolved, dataset keys nestkit does not use are dropped, and an
-    unused ``spec_augment`` (no masks) is dropped."""
+    or only its ``model`` section, as a dict or YAML text. ``_target_`` becomes ``name:`` and
+    ``${...}`` references are resolved. Every key that is dropped or changed on the way gets one
+    line in ``notes`` (dataset keys nestkit does not use, ``???`` values, NeMo's unused
+    ``spec_augment``); ``trainer`` and ``exp_manager`` are left to the caller."""
     from nestkit.recipe import interpolate
 
+    notes = [] if notes is None else notes
     data = yaml.safe_load(cfg) if isinstance(cfg, str) else copy.deepcopy(dict(cfg))
     if not isinstance(data, Mapping):
         raise RecipeError("a NeMo config must be a mapping")
@@ -160,24 +237,18 @@ def recipe_from_nemo_config(cfg: Mapping[str, Any] | str) -> dict[str, Any]:
     for key in _COMPONENT_KEYS:
         if key not in model_in:
             raise RecipeError("NeMo config has no such section", key=f"model.{key}")
-        model[key] = _named(model_in[key], f"model.{key}")
-    spec = model_in.get("spec_augment")
-    if isinstance(spec, Mapping) and (spec.get("freq_masks", 0) or spec.get("time_masks", 0)):
-        raise RecipeError("NEST does not use SpecAugment; set freq_masks and time_masks to 0", key="model.spec_augment")
-    for key in ("train_ds", "validation_ds"):
+        model[key] = _masking(model_in[key], notes) if key == "masking" else nestkit_section(model_in[key], f"model.{key}")
+    _spec_augment(model_in.get("spec_augment"), notes)
+    for key in _DATASET_KEYS:
         if isinstance(model_in.get(key), Mapping):
-            model[key] = _dataset(model_in[key])
-    optim = model_in.get("optim")
-    if isinstance(optim, Mapping):
-        optim = dict(optim)
-        sched = optim.get("sched")
-        if isinstance(sched, Mapping):
-            sched = {k: v for k, v in sched.items() if v is not None or k != "warmup_ratio"}
-            sched["name"] = _SCHEDULERS.get(str(sched.get("name")), sched.get("name"))
-            optim["sched"] = sched
-        model["optim"] = optim
-    recipe: dict[str, Any] = {"name": full.get("name", "nest"), "model": model}
-    return recipe
+            model[key] = _dataset(model_in[key], key, notes)
+    if isinstance(model_in.get("optim"), Mapping):
+        model["optim"] = copy.deepcopy(dict(model_in["optim"]))
+    handled = {*_MODEL_KEYS, *_COMPONENT_KEYS, *_DATASET_KEYS, "spec_augment", "optim"}
+    for key, value in model_in.items():
+        if key not in handled:
+            notes.append(f"model.{key} has no nestkit equivalent; dropped (was {_shown(value)})")
+    return {"name": full.get("name", "nest"), "model": model}
 
 
 _NEMO_CLASSES = {
@@ -210,21 +281,33 @@ def _targeted(section: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {"_target_": _NEMO_CLASSES[name], **section}
 
 
-def nemo_config_from_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+def _nemo_sched(sched: Mapping[str, Any]) -> dict[str, Any]:
+    back = {v: k for k, v in _SCHEDULERS.items()}
+    name = back.get(str(sched.get("name")), sched.get("name"))
+    out = {**sched, "name": name}
+    if name in _SCHEDULERS:  # NeMo's recipes spell out both warmup keys
+        out.setdefault("warmup_steps", None)
+        out.setdefault("warmup_ratio", None)
+    return out
+
+
+def nemo_config_from_recipe(recipe: Mapping[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
     """NeMo's ``model`` config (as a ``.nemo`` archive stores it) for a resolved nestkit recipe.
 
     The inverse of :func:`recipe_from_nemo_config` for the model section: ``name:`` becomes
-    ``_target_`` with NeMo's class path, the scheduler gets NeMo's class name, and NeMo's
-    unused ``spec_augment`` section (required by its constructor) is added.
+    ``_target_`` with NeMo's class path, the scheduler gets NeMo's class name, and what import
+    drops is written back with NeMo's defaults (its unused ``spec_augment``, the dataset keys of
+    ``NEMO_DATASET_DEFAULTS``, both warmup keys). What NeMo would read differently goes to ``notes``.
     """
+    notes = [] if notes is None else notes
     model_in = dict(recipe["model"])
     model: dict[str, Any] = {"target": NEMO_MODEL_CLASS}
     for key in _MODEL_KEYS:
         if key in model_in:
             model[key] = model_in[key]
-    for key in ("train_ds", "validation_ds"):
+    for key in _DATASET_KEYS:
         if isinstance(model_in.get(key), Mapping):
-            dataset = dict(model_in[key])
+            dataset = {**dict(model_in[key]), **{k: v for k, v in NEMO_DATASET_DEFAULTS[key].items() if k not in model_in[key]}}
             if isinstance(dataset.get("batch_augmentor"), Mapping):
                 dataset["batch_augmentor"] = _targeted(dataset["batch_augmentor"], f"model.{key}.batch_augmentor")
             model[key] = dataset
@@ -232,12 +315,12 @@ def nemo_config_from_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
         model[key] = _targeted(model_in[key], f"model.{key}")
         if key == "preprocessor":
             model["spec_augment"] = dict(_UNUSED_SPEC_AUGMENT)
+    if model["masking"].get("max_mask_ratio") is not None:
+        notes.append("model.masking.max_mask_ratio is nestkit's cap on the masked share; NeMo 3.0.0 ignores it")
     optim = model_in.get("optim")
     if isinstance(optim, Mapping):
         optim = copy.deepcopy(dict(optim))
-        sched = optim.get("sched")
-        if isinstance(sched, Mapping):
-            back = {v: k for k, v in _SCHEDULERS.items()}
-            optim["sched"] = {**sched, "name": back.get(str(sched.get("name")), sched.get("name"))}
+        if isinstance(optim.get("sched"), Mapping):
+            optim["sched"] = _nemo_sched(optim["sched"])
         model["optim"] = optim
     return model

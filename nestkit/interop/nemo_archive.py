@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import tarfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -104,38 +105,77 @@ def write_nemo_archive(path: str | Path, config: dict[str, Any], state_dict: dic
     return path
 
 
-def import_nemo(archive: str | Path, out: str | Path) -> tuple[Path, Path]:
-    """Convert a NeMo NEST ``.nemo`` archive into a nestkit checkpoint plus an equivalent recipe
-    (``OUT`` and ``OUT`` with suffix ``.yaml``). Returns both paths."""
-    from nestkit import build_model
-    from nestkit.errors import NestkitError
-    from nestkit.interop.nemo import load_nemo_state_dict, recipe_from_nemo_config
-    from nestkit.pretrained import save_model
-    from nestkit.recipe import load_recipe
+# NeMo's masked-token-prediction models: the classes whose archives import as a whole.
+NEST_CLASSES = ("EncDecDenoiseMaskedTokenPredModel", "EncDecMaskedTokenPredModel")
 
-    config, state = read_nemo_archive(archive)
-    config = {k: v for k, v in config.items() if k not in ("target", "nemo_version")}
-    try:
-        data = recipe_from_nemo_config(config)
-        recipe = load_recipe(data)
-    except NestkitError as err:
-        raise CheckpointError(f"{archive}: its model config cannot be converted ({err})") from None
-    model = build_model(recipe)
-    load_nemo_state_dict(model, state)
+
+@dataclass
+class Imported:
+    """What ``import-nemo`` wrote, and one line for each key it dropped or changed."""
+
+    checkpoint: Path
+    recipe: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def model_class(config: dict[str, Any]) -> str:
+    """The short NeMo class name of an archive's model config ('' when it names none)."""
+    return str(config.get("target") or config.get("_target_") or "").rpartition(".")[2]
+
+
+def write_imported(out: str | Path, model: Any, recipe: Any, source: str | Path, notes: list[str]) -> Imported:
+    """Write an imported model-only checkpoint at ``out`` and its recipe next to it (``.yaml``),
+    the notes kept as comments at the top of the recipe."""
+    from nestkit.pretrained import save_model
+
     out = Path(out)
     recipe_path = out.with_suffix(".yaml")
     save_model(out, model, recipe)
-    recipe_path.write_text(
-        f"# converted from {Path(archive).name} by `nestkit import-nemo`\n" + yaml.safe_dump(recipe.data, sort_keys=False)
-    )
-    return out, recipe_path
+    header = [f"# converted from {Path(source).name} by `nestkit import-nemo`"] + [f"# note: {line}" for line in notes]
+    recipe_path.write_text("\n".join(header) + "\n" + yaml.safe_dump(recipe.data, sort_keys=False))
+    return Imported(out, recipe_path, notes)
 
 
-def export_nemo(checkpoint: str | Path, out: str | Path) -> Path:
+def import_nemo(archive: str | Path, out: str | Path, *, encoder_only: bool = False,
+                base_recipe: str | Path | None = None) -> Imported:
+    """Convert a NeMo NEST ``.nemo`` archive into a nestkit checkpoint plus an equivalent recipe
+    (``OUT`` and ``OUT`` with suffix ``.yaml``). With ``encoder_only``, any NeMo ASR model's
+    encoder starts a NEST run instead (:mod:`nestkit.interop.nemo_encoder`)."""
+    from nestkit.errors import NestkitError
+    from nestkit.interop.nemo import load_nemo_state_dict, recipe_from_nemo_config
+    from nestkit.recipe import load_recipe
+
+    config, state = read_nemo_archive(archive)
+    if encoder_only:
+        from nestkit.interop.nemo_encoder import import_encoder
+
+        return import_encoder(archive, config, state, out, base_recipe)
+    cls = model_class(config)
+    if cls and cls not in NEST_CLASSES:
+        raise CheckpointError(
+            f"{archive}: model class {cls}; only NEST models ({NEST_CLASSES[0]}) import fully "
+            "(add --encoder-only to start a NEST run from its encoder)"
+        )
+    config = {k: v for k, v in config.items() if k not in ("target", "nemo_version")}
+    notes: list[str] = []
+    try:
+        data = recipe_from_nemo_config(config, notes)
+        recipe = load_recipe(data)
+    except NestkitError as err:
+        raise CheckpointError(f"{archive}: its model config cannot be converted ({err})") from None
+    model = recipe.build_model()
+    load_nemo_state_dict(model, state)
+    return write_imported(out, model, recipe, archive, notes)
+
+
+def export_nemo(checkpoint: str | Path, out: str | Path) -> tuple[Path, list[str]]:
     """Write a nestkit checkpoint as a ``.nemo`` archive that NeMo's
-    ``EncDecDenoiseMaskedTokenPredModel`` (and ``init_from_nemo_model``) loads."""
+    ``EncDecDenoiseMaskedTokenPredModel`` (and ``init_from_nemo_model``) loads; (path, notes on
+    what NeMo reads differently)."""
     from nestkit.interop.nemo import nemo_config_from_recipe, to_nemo_state_dict
     from nestkit.pretrained import load_model
 
     model, recipe = load_model(checkpoint)
-    return write_nemo_archive(out, nemo_config_from_recipe(recipe.data), to_nemo_state_dict(model))
+    notes: list[str] = []
+    config = nemo_config_from_recipe(recipe.data, notes)
+    return write_nemo_archive(out, config, to_nemo_state_dict(model)), notes
