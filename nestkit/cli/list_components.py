@@ -41,9 +41,14 @@ def list_components(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="nestkit components", show_lines=False)
-    for column in ("kind", "name", "provider", "summary"):
-        table.add_column(column)
+    from rich import box
+
+    # Names are never cut (whatever the terminal width): only providers and summaries wrap.
+    table = Table(title="nestkit components", show_lines=False, box=box.SIMPLE_HEAD)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("provider", overflow="fold")
+    table.add_column("summary", overflow="fold")
     for k in registry.kinds():
         rows = [c for c in items if c.kind == k]
         for i, c in enumerate(rows):

@@ -30,6 +30,10 @@ def validate(
 
     console = Console()
     resolved = load_recipe(recipe, overrides or (), registry=loaded_registry())
+    from nestkit.checks import recipe_warnings
+
+    for line in recipe_warnings(resolved):
+        typer.echo(f"warning: {recipe}: {line}", err=True)
     if not quiet:
         console.print(Syntax(resolved.to_yaml(), "yaml", theme="ansi_dark", background_color="default"))
     if params:
