@@ -19,8 +19,11 @@ class DatasetConfig(BaseModel):
     batch_duration: float | None = Field(None, gt=0, description="seconds of audio per batch: enables the duration-bucketed sampler")
     num_buckets: int = Field(10, ge=1, description="duration buckets of the bucketed sampler")
     shuffle: bool = True
-    num_workers: int = Field(0, ge=0)
-    pin_memory: bool = False
+    num_workers: int = Field(0, ge=0, description="loader worker processes (at most the usable CPUs are started)")
+    pin_memory: bool = Field(False, description="pin batches for fast copies to the GPU (ignored without one)")
+    multiprocessing_context: Literal["fork", "spawn", "forkserver"] | None = Field(
+        None, description="start method of the loader workers (null: the platform's default; spawn: Windows/macOS)"
+    )
     max_duration: float | None = Field(None, gt=0)
     min_duration: float | None = Field(None, ge=0)
     drop_last: bool = False

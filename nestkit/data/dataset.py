@@ -1,9 +1,10 @@
 """Batch production shared by the manifest and the tarred datasets (runs in loader workers).
 
-A batch is made from a batch *spec* (manifest indices, epoch, a seed), so its contents depend
-on the spec only — not on which worker builds it or how many workers there are. Items that
-cannot be used are dropped from the batch and counted by reason (the loader logs the first few
-with their path); nothing is ever written to the input data.
+A batch is made from a batch *spec* (the items with their path, offset and duration, the epoch,
+a seed), so its contents depend on the spec only — not on which worker builds it or how many
+workers there are — and workers never need the manifest: under any start method they hold no
+copy of it. Items that cannot be used are dropped from the batch and counted by reason with
+their path; nothing is ever written to the input data.
 """
 
 from __future__ import annotations
@@ -21,13 +22,31 @@ from nestkit.data.noise import NoiseSource
 
 
 @dataclass(frozen=True)
+class ItemRef:
+    """One utterance to decode: its manifest index and where its audio is."""
+
+    index: int
+    path: str
+    offset: float
+    duration: float
+
+    @staticmethod
+    def of(manifest: Manifest, index: int) -> ItemRef:
+        return ItemRef(index, manifest.paths[index], float(manifest.offsets[index]), float(manifest.durations[index]))
+
+
+@dataclass(frozen=True)
 class BatchSpec:
     """What one batch is made of."""
 
-    indices: tuple[int, ...]
+    items: tuple[ItemRef, ...]
     epoch: int
     position: int
     seed: int
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return tuple(item.index for item in self.items)
 
 
 def batch_seed(*parts: int) -> int:
@@ -40,7 +59,6 @@ class ItemReader:
 
     def __init__(
         self,
-        manifest: Manifest,
         noise: NoiseSource,
         *,
         sample_rate: int,
@@ -50,25 +68,25 @@ class ItemReader:
         channel_selector: int | None = None,
         augmentor: BatchAugmentor | None = None,
     ) -> None:
-        self.manifest, self.noise = manifest, noise
+        self.noise = noise
         self.sample_rate, self.seed = sample_rate, seed
         self.min_len = int(round(min_audio_len_secs * sample_rate))
         self.pad_audio_mode, self.channel_selector = pad_audio_mode, channel_selector
         self.augmentor = augmentor  # runs here, in the loader; None when there is none or it runs on the device
 
-    def item(self, index: int, epoch: int, source: Source | None = None) -> AudioItem | SkippedItem:
-        """Decode manifest item ``index`` (from ``source`` bytes/stream when given, else its path)."""
-        path = self.manifest.paths[index]
+    def item(self, ref: ItemRef, epoch: int, source: Source | None = None) -> AudioItem | SkippedItem:
+        """Decode ``ref`` (from ``source`` bytes/stream when given, else from its path)."""
+        index = ref.index
         try:
             audio = read_audio(
-                path if source is None else source,
+                ref.path if source is None else source,
                 sample_rate=self.sample_rate,
-                offset=float(self.manifest.offsets[index]),
-                duration=float(self.manifest.durations[index]),
+                offset=ref.offset,
+                duration=ref.duration,
                 channel_selector=self.channel_selector,
             )
         except AudioReadError as err:
-            return SkippedItem(index, err.reason, path)
+            return SkippedItem(index, err.reason, ref.path)
         if self.min_len:
             audio = pad_to_length(audio, self.min_len, self.pad_audio_mode)
         rng = np.random.default_rng([self.seed, epoch, index])
@@ -84,7 +102,7 @@ class ItemReader:
         for b in bad:
             skipped[b.reason] = skipped.get(b.reason, 0) + 1
         batch.skipped = skipped
-        batch.skipped_examples = [f"{b.reason}: {b.path}" for b in bad[:5]]
+        batch.skipped_examples = [f"{b.reason}: {b.path}" for b in bad]
         if good and self.augmentor is not None:
             batch = self.augmentor(batch, torch.Generator().manual_seed(seed))
         return batch
@@ -107,10 +125,7 @@ class ManifestBatchDataset(torch.utils.data.Dataset[AudioBatch]):
     def __init__(self, reader: ItemReader) -> None:
         self.reader = reader
 
-    def __len__(self) -> int:
-        return len(self.reader.manifest)
-
     def __getitem__(self, spec: BatchSpec) -> AudioBatch:  # type: ignore[override]
         before = dict(self.reader.noise.failures)
-        results = [self.reader.item(i, spec.epoch) for i in spec.indices]
+        results = [self.reader.item(ref, spec.epoch) for ref in spec.items]
         return self.reader.batch(results, spec.seed, self.reader.noise_failures_since(before))

@@ -2,8 +2,9 @@
 
 The returned :class:`AudioLoader` yields :class:`~nestkit.data.batch.AudioBatch` objects and
 supports ``set_epoch``, ``state_dict``/``load_state_dict`` (epoch + batch position, for an
-exact resume), ``len()`` (not for tarred data, whose length is unknown), ``padding_fraction``,
-``summary`` (items, hours, dropped) and running skip totals in ``skipped``.
+exact resume), ``num_batches()`` (None for tarred data, whose length is unknown),
+``padding_fraction``, ``summary`` (items, hours, dropped), running skip totals in ``skipped``
+and ``skipped_report()`` (:class:`~nestkit.data.skips.SkipReport`: by reason, with paths).
 
 Batch augmentation runs in the loader workers by default. With ``augment_on_device: true``
 the batch arrives with ``noisy_audio = audio + noise`` and the trainer calls
@@ -13,9 +14,7 @@ as in-loader augmentation up to float rounding (same seed per batch).
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,18 +22,18 @@ import torch
 
 from nestkit.data.batch import AudioBatch, BatchAugmentor
 from nestkit.data.config import DatasetConfig
-from nestkit.data.dataset import BatchSpec, ItemReader, ManifestBatchDataset, batch_seed
-from nestkit.data.manifest import Manifest, ManifestReport, read_manifest
+from nestkit.data.dataset import BatchSpec, ItemReader, ItemRef, ManifestBatchDataset, batch_seed
+from nestkit.data.manifest import Manifest, ManifestReport, first_existing, read_manifest
 from nestkit.data.noise import NoiseSource
 from nestkit.data.samplers import BucketedBatchSampler, ShuffledBatchSampler, padding_fraction
+from nestkit.data.skips import SkipReport, SkipTally
 from nestkit.data.tarred import TarredBatchStream, shard_paths
+from nestkit.data.workers import pin_memory, torch_loader, worker_count
 from nestkit.errors import DataError
 
 if TYPE_CHECKING:
     from nestkit.registry import Registry
 
-log = logging.getLogger("nestkit.data")
-MAX_REPORTED_SKIPS = 5
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_data"
 
 
@@ -47,42 +46,19 @@ def demo_manifests() -> tuple[Path, Path, Path]:
     return paths  # type: ignore[return-value]
 
 
-def _identity(batch: AudioBatch) -> AudioBatch:
-    return batch
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # one decode stream per worker; more threads only contend
-    sys.excepthook = _quiet_when_main_is_gone(sys.excepthook)
-
-
-def _quiet_when_main_is_gone(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """A worker's excepthook that stays silent when the main process dropped a connection.
-
-    The worker's handle-sharing thread (multiprocessing.resource_sharer) reports a broken
-    handshake through ``sys.excepthook``. That happens when the main process stops mid-fetch
-    because it is ending the run (another worker died, Ctrl-C); the main process reports the
-    real cause in one line, and this traceback would only bury it.
-    """
-
-    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        if not issubclass(kind, (EOFError, ConnectionError)):
-            hook(kind, value, tb)
-
-    return excepthook
-
-
 class _SpecSampler:
     """Turns a batch sampler's index lists into :class:`BatchSpec` s (epoch, position, seed)."""
 
-    def __init__(self, sampler: ShuffledBatchSampler | BucketedBatchSampler, seed: int, rank: int, train: bool) -> None:
-        self.sampler, self.seed, self.rank, self.train = sampler, seed, rank, train
+    def __init__(self, sampler: ShuffledBatchSampler | BucketedBatchSampler, manifest: Manifest, seed: int, rank: int,
+                 train: bool) -> None:
+        self.sampler, self.manifest, self.seed, self.rank, self.train = sampler, manifest, seed, rank, train
 
     def __iter__(self) -> Iterator[BatchSpec]:
         start = self.sampler.start
         epoch = self.sampler.epoch if self.train else 0  # validation noise/mixing is the same every time
         for pos, indices in enumerate(self.sampler, start=start):
-            yield BatchSpec(tuple(indices), epoch, pos, batch_seed(self.seed, epoch, self.rank, pos))
+            items = tuple(ItemRef.of(self.manifest, i) for i in indices)
+            yield BatchSpec(items, epoch, pos, batch_seed(self.seed, epoch, self.rank, pos))
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -115,28 +91,18 @@ class AudioLoader:
         self.epoch, self.position = 0, 0
         self.skipped: dict[str, int] = {}
         self.pending_skips: dict[str, int] = {}
-        self.skip_examples: list[str] = []
+        self.tally = SkipTally(", ".join(manifest.files), cfg.max_skipped_items)
         self._device_aug = device_augmentor
         self._generators: dict[str, torch.Generator] = {}
         self._loader: torch.utils.data.DataLoader[Any] | None = None
         if sampler is not None:
-            self._loader = self._torch_loader(ManifestBatchDataset(reader), _SpecSampler(sampler, seed, rank, train))
+            self._loader = self._torch_loader(ManifestBatchDataset(reader), _SpecSampler(sampler, manifest, seed, rank, train))
 
     def _torch_loader(self, dataset: Any, sampler: Any = None) -> torch.utils.data.DataLoader[Any]:
-        workers = self.cfg.num_workers
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=None,
-            sampler=sampler,
-            collate_fn=_identity,
-            num_workers=workers,
-            pin_memory=self.cfg.pin_memory,
-            worker_init_fn=_worker_init if workers else None,
-            persistent_workers=workers > 0 and sampler is not None,
-            prefetch_factor=4 if workers else None,
-            # Its own generator: iterating must never draw from torch's global RNG, or a run resumed
-            # mid-epoch would diverge from an uninterrupted one.
-            generator=torch.Generator().manual_seed(self.seed + 7919 * self.rank),
+        key = f"{'train' if self.train else 'validation'}_ds.num_workers"
+        return torch_loader(
+            dataset, sampler=sampler, workers=worker_count(self.cfg.num_workers, key), pin=pin_memory(self.cfg.pin_memory),
+            context=self.cfg.multiprocessing_context, seed=self.seed + 7919 * self.rank, persistent=sampler is not None,
         )
 
     # ------------------------------------------------------------------ epoch and resume state
@@ -193,17 +159,16 @@ class AudioLoader:
     def _count(self, batch: AudioBatch) -> None:
         for k, v in batch.skipped.items():
             self.skipped[k] = self.skipped.get(k, 0) + v
-        for example in batch.skipped_examples:
-            if len(self.skip_examples) < MAX_REPORTED_SKIPS:
-                self.skip_examples.append(example)
-                log.warning("skipped unusable audio (%s)", example)
-        limit = self.cfg.max_skipped_items
-        if limit is not None and sum(self.skipped.values()) > limit:
-            raise DataError(
-                f"more than max_skipped_items={limit} unusable items: "
-                + ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
-                + (f" (first: {self.skip_examples[0]})" if self.skip_examples else "")
-            )
+        self.tally.add(batch.skipped, batch.skipped_examples, len(batch))
+
+    def skipped_report(self) -> SkipReport:
+        """Skipped items so far by reason, with the first few paths and the full list."""
+        return self.tally.report()
+
+    @property
+    def skip_examples(self) -> list[str]:
+        """The first few skipped items, as "reason: path"."""
+        return self.tally.examples
 
     # ------------------------------------------------------------------ augmentation on the device
 
@@ -287,10 +252,14 @@ def build_dataloader(
         max_duration=cfg.max_duration,
         resolve_paths=not cfg.is_tarred,
     )
+    if not cfg.is_tarred and first_existing(manifest) is None:
+        raise DataError(
+            f"all {len(manifest)} audio files of {', '.join(manifest.files)} are missing; first: {manifest.paths[0]}"
+            " (relative paths resolve against the manifest's folder)"
+        )
     noise_manifest = read_manifest(cfg.noise_manifest) if cfg.noise_manifest is not None else None
     noise = NoiseSource(noise_manifest, sample_rate=sample_rate, pool_seconds=cfg.noise_pool_seconds)
     reader = ItemReader(
-        manifest,
         noise,
         sample_rate=sample_rate,
         seed=seed,
@@ -306,6 +275,7 @@ def build_dataloader(
         stream = TarredBatchStream(
             shard_paths(cfg.tarred_audio_filepaths),
             reader,
+            manifest,
             batch_size=cfg.batch_size,
             shuffle=cfg.shuffle,
             shuffle_n=cfg.shuffle_n,

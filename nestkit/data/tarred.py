@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from nestkit.data.batch import AudioBatch, AudioItem, SkippedItem
-from nestkit.data.dataset import ItemReader, batch_seed
-from nestkit.data.manifest import ALL_KEYS, read_manifest
+from nestkit.data.dataset import ItemReader, ItemRef, batch_seed
+from nestkit.data.manifest import ALL_KEYS, Manifest, read_manifest
 from nestkit.errors import DataError
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -67,6 +67,7 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
         self,
         shards: list[str],
         reader: ItemReader,
+        manifest: Manifest,
         *,
         batch_size: int,
         shuffle: bool,
@@ -76,12 +77,12 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.shards, self.reader = shards, reader
+        self.shards, self.reader, self.manifest = shards, reader, manifest
         self.batch_size, self.shuffle, self.shuffle_n, self.drop_last = batch_size, shuffle, shuffle_n, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
         self.by_member: dict[str, list[int]] = defaultdict(list)
-        for i, p in enumerate(reader.manifest.paths):
+        for i, p in enumerate(manifest.paths):
             self.by_member[Path(p).name].append(i)
 
     def set_epoch(self, epoch: int) -> None:
@@ -109,7 +110,7 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
                         handle = tar.extractfile(member)
                         data = handle.read() if handle is not None else b""
                         for index in indices:
-                            yield self.reader.item(index, self.epoch, io.BytesIO(data))
+                            yield self.reader.item(ItemRef.of(self.manifest, index), self.epoch, io.BytesIO(data))
             except (OSError, tarfile.TarError, EOFError) as exc:
                 key = "shard_missing" if isinstance(exc, FileNotFoundError) else "shard_unreadable"
                 failures[key] = failures.get(key, 0) + 1

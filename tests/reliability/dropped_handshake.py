@@ -14,7 +14,7 @@ import sys
 import time
 from multiprocessing import resource_sharer
 
-from nestkit.data.loader import _worker_init
+from nestkit.data.workers import worker_init as _worker_init
 
 
 def _worker(addresses: mp.Queue, quiet: bool) -> None:
