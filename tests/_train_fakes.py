@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from nestkit.data.skips import SkipReport
 from nestkit.registry import Component, ComponentConfig, Registry
 
 
@@ -73,6 +74,9 @@ class FakeLoader:
 
     def device_augmentor(self, batch: FakeBatch) -> FakeBatch:
         return batch
+
+    def skipped_report(self) -> SkipReport:
+        return SkipReport("fake", dict(self.skipped), {"too_short": ["item0"]}, [("too_short", "item0")], self.n - 1)
 
     def __iter__(self):
         batches = self._order()

@@ -3,6 +3,7 @@ settings listed, a finished run said to be finished, and one run per folder at a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -88,3 +89,36 @@ def test_one_run_per_experiment_folder(tmp_path: Path) -> None:
     assert third.returncode == 0, third.stderr
     assert f"took over the lock of a run that is gone (pid {first.pid}" in third.stdout
     assert not lock.exists()  # released at the end
+
+
+def _manifest_with_missing(tmp_path: Path, present: int, missing: int) -> Path:
+    demo = ROOT / "nestkit" / "demo_data"
+    lines = [json.loads(line) for line in (demo / "train_manifest.json").read_text().splitlines()[:present]]
+    for item in lines:
+        item["audio_filepath"] = str(demo / item["audio_filepath"])
+    lines += [{"audio_filepath": str(tmp_path / f"gone{i}.wav"), "duration": 2.0} for i in range(missing)]
+    path = tmp_path / "train.json"
+    path.write_text("".join(json.dumps(item) + "\n" for item in lines))
+    return path
+
+
+def test_the_end_summary_tells_what_was_skipped_and_the_folder_keeps_the_full_list(tmp_path: Path) -> None:
+    manifest = _manifest_with_missing(tmp_path, present=24, missing=12)
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "exp", max_steps=3, val_check_interval=1000)
+    result = run_nestkit("train", str(recipe), f"model.train_ds.manifest_filepath={manifest}", env=FAST)
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout[result.stdout.rindex("done"):]
+    assert "skipped items" in summary and "missing" in summary and "gone" in summary, summary
+    listed = (tmp_path / "exp" / "tiny" / "skipped_items.txt").read_text().splitlines()
+    assert listed and all(line.startswith("missing\t") and "gone" in line for line in listed)
+
+
+def test_when_nothing_is_usable_the_error_says_why(tmp_path: Path) -> None:
+    manifest = _manifest_with_missing(tmp_path, present=0, missing=36)
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "exp", max_steps=3, val_check_interval=1000)
+    result = run_nestkit("train", str(recipe), f"model.train_ds.manifest_filepath={manifest}", env=FAST)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "all 36 audio files of" in lines[0] and "are missing; first: " in lines[0], result.stderr
+    assert "batch size" not in lines[0]
+    assert not (tmp_path / "exp").exists()  # nothing could start: no experiment folder either

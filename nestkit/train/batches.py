@@ -13,7 +13,11 @@ from nestkit.train.distributed import DistInfo
 from nestkit.train.state import Position, ResumePlan
 
 
-def empty_epoch_error(train_cfg: Any, info: DistInfo) -> DataError:
+def empty_epoch_error(train_cfg: Any, info: DistInfo, loader: TrainLoader) -> DataError:
+    """Why an epoch gave no batch: every item skipped (say why), or too few for one batch."""
+    skipped = loader.skipped_report()
+    if skipped.total and not skipped.delivered:
+        return DataError(f"model.train_ds: {skipped.explain()}")
     return DataError(
         "model.train_ds yields no batch: too few usable utterances for "
         f"batch_size {train_cfg.batch_size} (drop_last={train_cfg.drop_last}) across "

@@ -116,6 +116,14 @@ class CheckpointKeeper:
     save_top_k: int = 1
     mode: str = "min"
 
+    @classmethod
+    def of(cls, folder: Path, exp_cfg: Any) -> CheckpointKeeper | None:
+        """The keeper ``exp_manager`` asks for (None with ``create_checkpoint_callback: false``)."""
+        if not exp_cfg.create_checkpoint_callback:
+            return None
+        params = exp_cfg.checkpoint_callback_params
+        return cls(folder, save_top_k=params.save_top_k, mode=params.mode)
+
     def best(self) -> list[tuple[float, int, Path]]:
         """(val_loss, step, path) of the kept best checkpoints, best first."""
         found = []

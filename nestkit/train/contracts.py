@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from nestkit.data.skips import SkipReport
+
 
 @runtime_checkable
 class TrainingOutput(Protocol):
@@ -73,4 +75,8 @@ class TrainLoader(Protocol):
 
     def describe(self) -> str:
         """One line for the start summary (hours, batching)."""
+        ...
+
+    def skipped_report(self) -> SkipReport:
+        """The items skipped so far, by reason, with paths (:mod:`nestkit.data.skips`)."""
         ...

@@ -59,10 +59,14 @@ class Experiment:
 
     def write_recipe(self, text: str) -> None:
         """The resolved recipe, replaced atomically."""
-        tmp = self.recipe_file.with_name(".recipe.yaml.tmp")
+        self.write_text(self.recipe_file, text)
+
+    def write_text(self, path: Path, text: str) -> None:
+        """A file of the folder, replaced atomically."""
+        tmp = path.with_name(f".{path.name}.tmp")
         try:
             tmp.write_text(text)
-            os.replace(tmp, self.recipe_file)
+            os.replace(tmp, path)
         except OSError as exc:
             raise _unwritable(self.folder, exc) from None
 

@@ -25,24 +25,21 @@ from nestkit.train.experiment import Experiment, RunLock
 from nestkit.train.faults import Faults
 from nestkit.train.logging import ScalarLogger
 from nestkit.train.metrics import TrainMetrics, run_metrics
-from nestkit.train.progress import Progress
-from nestkit.train.report import TrainResult, compare_with_reference, end_summary, reference_file, start_summary
+from nestkit.train.progress import Progress, validation_line
+from nestkit.train.report import TrainResult, conclude, finished_line, start_summary
 from nestkit.train.setup import build_parts, configure_blocks, wrap_distributed
 from nestkit.train.state import Position, ResumePlan, checkpoint_state, find_resume, restore
 from nestkit.train.step import StepRunner
 from nestkit.train.stopping import StopRequest, explain_crash
-from nestkit.train.validation import batch_limit, validate, validation_interval
+from nestkit.train.validation import validate, validation_schedule
 
 __all__ = ["Trainer", "TrainResult", "train"]
-
-LoaderFactory = Callable[..., Any]
-
 
 class Trainer:
     """Runs one experiment from a validated recipe."""
 
     def __init__(self, recipe: Any, *, devices: int | str | None = None, model: torch.nn.Module | None = None,
-                 loader_factory: LoaderFactory | None = None, announce: Callable[[str], None] | None = None) -> None:
+                 loader_factory: Callable[..., Any] | None = None, announce: Callable[[str], None] | None = None) -> None:
         """``model`` and ``loader_factory`` replace the recipe's (tests); ``announce`` replaces print."""
         self.recipe, self.cfg, self.exp_cfg = recipe, recipe.trainer, recipe.exp_manager
         self.devices = devices if devices is not None else self.cfg.devices
@@ -53,7 +50,7 @@ class Trainer:
 
     def _say(self, text: str) -> None:
         if self.info.is_main:
-            (self._announce or (lambda t: print(t, flush=True)))(text)
+            self._announce(text) if self._announce else print(text, flush=True)
 
     def run(self) -> TrainResult:
         """Train to the end (or to a stop request) and return what happened."""
@@ -76,11 +73,7 @@ class Trainer:
         wrap_distributed(self.parts, find_unused_parameters=cfg.strategy == "ddp_find_unused_parameters_true")
         self.train_cfg, self.train_loader, self.val_loader = build_loaders(
             self.recipe, self._loader_factory, seed=cfg.seed, rank=info.rank, world_size=info.world_size, say=self._say)
-        if self.val_loader is not None:
-            self.val_limit = batch_limit(cfg.limit_val_batches, self.val_loader)
-            self.val_every: int | None = validation_interval(cfg.val_check_interval, cfg.accumulate_grad_batches, self.train_loader)
-        else:
-            self.val_limit, self.val_every = 0, None
+        self.val_limit, self.val_every = validation_schedule(cfg, self.train_loader, self.val_loader)
         self.metrics = TrainMetrics(info.device, self.train_cfg.sample_rate, info.distributed)
         self.runner = StepRunner(self.parts, sink=self.metrics.add, gradient_clip_val=cfg.gradient_clip_val)
 
@@ -97,9 +90,7 @@ class Trainer:
             lock.release()
 
     def _resume_and_train(self, t_start: float) -> TrainResult:
-        params = self.exp_cfg.checkpoint_callback_params
-        self.keeper = (ckpt.CheckpointKeeper(self.experiment.checkpoints, save_top_k=params.save_top_k, mode=params.mode)
-                       if self.exp_cfg.create_checkpoint_callback else None)
+        self.keeper = ckpt.CheckpointKeeper.of(self.experiment.checkpoints, self.exp_cfg)
         found = find_resume(self.exp_cfg, self.keeper, self._say)
         self.position = Position()
         plan = restore(found, self.parts, self.train_loader, self.info, self.position, self.keeper, self._say, self.recipe.to_yaml())
@@ -110,8 +101,7 @@ class Trainer:
         self.validations: dict[int, dict[str, float]] = {}
         max_steps = self.cfg.max_steps if self.cfg.max_steps > 0 else None
         if plan.last_is_current and max_steps is not None and self.position.step >= max_steps:
-            self._say(f"{self.experiment.folder} is finished: step {self.position.step} of trainer.max_steps={max_steps}; "
-                      f"to train it further, run again with trainer.max_steps=N (N > {max_steps})")
+            self._say(finished_line(self.experiment.folder, self.position.step, max_steps))
             return self._finish(t_start, summary=False)
         if self.info.is_main:
             self.experiment.write_recipe(self.recipe.to_yaml())  # only now: the resume has succeeded
@@ -136,17 +126,14 @@ class Trainer:
 
     def _train(self, plan: ResumePlan, max_steps: int | None) -> None:
         cfg, pos = self.cfg, self.position
-        if plan.rng_state is not None:  # random state last, after every set-up step that might draw from it
-            rng.restore(plan.rng_state)
-        else:
-            rng.seed_everything(cfg.seed + self.info.rank + plan.rng_offset)
+        plan.start_generators(cfg.seed, self.info.rank)  # last, after every set-up step that might draw from them
         self.parts.model.train()
         self.wait, self.t_log = DataWait(), time.perf_counter()
         every_n = self.exp_cfg.checkpoint_callback_params.every_n_train_steps
         prepare = self.train_loader.device_augmentor if self.train_loader.augment_on_device else None
         groups = accumulation_groups(self.train_loader, pos, plan, accumulate=cfg.accumulate_grad_batches,
                                      max_epochs=cfg.max_epochs, wait=self.wait,
-                                     empty_epoch=lambda: empty_epoch_error(self.train_cfg, self.info))
+                                     empty_epoch=lambda: empty_epoch_error(self.train_cfg, self.info, self.train_loader))
         for group in groups:
             step = pos.step + 1
             log_now = step % cfg.log_every_n_steps == 0
@@ -223,14 +210,12 @@ class Trainer:
         if not val:
             self._say("warning: validation produced no finite loss (no batch, or every loss was NaN/inf)")
             return {}
-        loss = val["val_loss"]
-        if self.position.best_val_loss is None or loss < self.position.best_val_loss:
-            self.position.best_val_loss = loss
+        best = self.position.best_val_loss
+        self.position.best_val_loss = val["val_loss"] if best is None else min(best, val["val_loss"])
         self.validations[step] = val
         if self.info.is_main:
             self.logger.log(step, val)
-            gain = f"  context gain {val['val_context_gain']:+.3f}" if "val_context_gain" in val else ""
-            self.progress.message(f"step {step}: val_loss {loss:.4f}{gain}")
+            self.progress.message(validation_line(step, val))
             self._check_health(val)
         return val
 
@@ -253,9 +238,8 @@ class Trainer:
             nonfinite_steps=pos.nonfinite_total, last_validation=self.validations[max(self.validations)] if self.validations else {},
             validations=self.validations,
         )
-        ref = reference_file(self.recipe.source)
-        if summary:
-            self._say(end_summary(result, compare_with_reference(ref, self.validations) if ref else None))
+        if summary and self.info.is_main:
+            conclude(result, self.recipe.source, self.train_loader.skipped_report(), self.experiment, self._say)
         return result
 
 

@@ -28,6 +28,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def validation_line(step: int, val: dict[str, float]) -> str:
+    gain = f"  context gain {val['val_context_gain']:+.3f}" if "val_context_gain" in val else ""
+    return f"step {step}: val_loss {val['val_loss']:.4f}{gain}"
+
+
 def step_line(metrics: dict[str, float]) -> str:
     return "  ".join(f"{label} {metrics[key]:{fmt}}" for key, label, fmt in STEP_LINE if key in metrics)
 

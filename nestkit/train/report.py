@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from nestkit.data.skips import SkipReport
 from nestkit.train.progress import summary_block
 
 # How far a run may stray from its recipe's reference curve and still be said to track it.
@@ -57,7 +58,7 @@ def start_summary(recipe: Any, folder: Path, parts: Any, info: Any, loader: Any,
     return summary_block("nestkit train", rows)
 
 
-def end_summary(r: TrainResult, reference_line: str | None) -> str:
+def end_summary(r: TrainResult, reference_line: str | None, skipped: SkipReport, skipped_file: Path) -> str:
     val = r.last_validation
     rows = [
         ("steps", str(r.steps)),
@@ -72,6 +73,8 @@ def end_summary(r: TrainResult, reference_line: str | None) -> str:
         rows.append(("best checkpoints", ", ".join(p.name for p in r.best_checkpoints)))
     if r.nonfinite_steps:
         rows.append(("skipped steps", f"{r.nonfinite_steps} (non-finite)"))
+    if skipped.total:
+        rows.append(("skipped items", f"{skipped.explain()}; all of them in {skipped_file}"))
     if r.stopped_by:
         rows.append(("stopped by", r.stopped_by))
     if reference_line:
@@ -105,3 +108,17 @@ def compare_with_reference(path: Path, validations: dict[int, dict[str, float]])
     verdict = "tracked" if abs(gap) <= REFERENCE_TOLERANCE_NATS else "did NOT track"
     return (f"{verdict} {path.name} (context gain {validations[last]['val_context_gain']:+.3f} vs "
             f"{curve[last]:+.3f} at step {last}; largest gap {gap:+.3f} at step {worst}, tolerance {REFERENCE_TOLERANCE_NATS})")
+
+
+def finished_line(folder: Path, step: int, max_steps: int) -> str:
+    return (f"{folder} is finished: step {step} of trainer.max_steps={max_steps}; "
+            f"to train it further, run again with trainer.max_steps=N (N > {max_steps})")
+
+
+def conclude(result: TrainResult, recipe_source: Any, skipped: SkipReport, experiment: Any, say: Any) -> None:
+    """Rank 0 at the end of a run: the full list of skipped items into the experiment folder, and
+    the end summary (with the verdict on the recipe's reference curve, if it ships one)."""
+    if skipped.total:
+        experiment.write_text(experiment.skipped_file, "\n".join(skipped.lines()) + "\n")
+    ref = reference_file(recipe_source)
+    say(end_summary(result, compare_with_reference(ref, result.validations) if ref else None, skipped, experiment.skipped_file))

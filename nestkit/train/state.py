@@ -43,6 +43,13 @@ class ResumePlan:
     last_is_current: bool = False  # last.ckpt already holds this state (no need to write it again)
     target_stats: dict[str, Any] | None = None  # running target frequencies
 
+    def start_generators(self, seed: int, rank: int) -> None:
+        """Restore this rank's random generators, or seed them for a fresh start."""
+        if self.rng_state is not None:
+            rng.restore(self.rng_state)
+        else:
+            rng.seed_everything(seed + rank + self.rng_offset)
+
 
 def find_resume(exp_cfg: Any, keeper: ckpt.CheckpointKeeper | None, say: Any) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint to continue from, read (and checked) before anything heavy is built."""

@@ -44,6 +44,13 @@ def validation_interval(interval: int | float, accumulate: int, train_loader: Tr
     return int(interval)
 
 
+def validation_schedule(cfg: Any, train_loader: TrainLoader, val_loader: TrainLoader | None) -> tuple[int | None, int | None]:
+    """(batches per validation or None for all, steps between validations or None for never)."""
+    if val_loader is None:
+        return 0, None
+    return batch_limit(cfg.limit_val_batches, val_loader), validation_interval(cfg.val_check_interval, cfg.accumulate_grad_batches, train_loader)
+
+
 @torch.no_grad()
 def validate(
     parts: TrainingParts, loader: TrainLoader, info: DistInfo, *, limit: int | None, seed: int, metrics: TrainMetrics,
