@@ -39,6 +39,7 @@ def task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("probe")
     recipe = tiny_recipe(root / "exp")
     recipe["model"]["encoder"]["n_layers"] = 2
+    torch.manual_seed(0)
     save_model(root / "model.ckpt", nestkit.build_model(recipe), recipe)
     rng = np.random.default_rng(0)
     lines = []

@@ -19,6 +19,7 @@ import torch
 
 from nestkit.errors import DataError, NestkitError
 from nestkit.pretrained import load_model
+from nestkit.recipe import Recipe
 from nestkit.probing.classifier import fold_accuracies
 from nestkit.probing.features import pooled_features, tracked
 from nestkit.probing.items import read_items, stratified_folds
@@ -48,13 +49,11 @@ def parse_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
     return sorted({i % n_layers for i in wanted})
 
 
-def _random_init(recipe: Any, seed: int, device: torch.device) -> torch.nn.Module:
+def _random_init(recipe: Recipe, seed: int, device: torch.device) -> torch.nn.Module:
     """The checkpoint's architecture with fresh weights drawn under ``seed``."""
-    from nestkit import build_model
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(recipe).to(device).eval()
+        return recipe.build_model().to(device).eval()
 
 
 def run_probe(
