@@ -38,7 +38,6 @@ __all__ = [
     "load_model",
     "load_recipe",
     "probe",
-    "probe",
     "registry",
     "section_field",
 ]
@@ -79,15 +78,6 @@ def build_model(recipe: Recipe | str | Path | dict[str, Any], overrides: tuple[s
 def list_components(kind: str | None = None) -> list[Component]:
     """Every installed component (optionally of one kind), with its provider."""
     return [c for c in _installed() if kind is None or c.kind == kind]
-
-
-def probe(checkpoint: str | Path, manifest: str | list[str], label: str, **options: Any) -> dict[str, Any]:
-    """``nestkit probe`` in Python: per-layer linear-probe accuracy on manifest key ``label``, with
-    the log-mel and random-init baselines, as probe.json's structure (options: folds=5,
-    layers="all", out=None, seed=0, l2, device, batch_seconds, progress; see nestkit.probing)."""
-    from nestkit.probing.run import run_probe
-
-    return run_probe(checkpoint, manifest, label, **options).result
 
 
 def probe(checkpoint: str | Path, manifest: str | list[str], label: str, **options: Any) -> dict[str, Any]:
