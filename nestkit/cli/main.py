@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from nestkit.cli import bench, describe, extract, list_components, nemo, probe, schema, shard, train, validate
+from nestkit.cli import bench, describe, extract, list_components, manifest, nemo, probe, schema, shard, train, validate
 
 app = typer.Typer(
     name="nestkit",
@@ -39,6 +39,7 @@ app.command("schema")(schema.schema)
 app.command("train")(train.train)
 app.command("bench")(bench.bench)
 app.command("shard")(shard.shard)
+app.command("manifest")(manifest.manifest)
 app.command("extract")(extract.extract)
 app.command("probe")(probe.probe)
 app.command("export-encoder")(train.export_encoder)
