@@ -50,15 +50,19 @@ app.command("convert-nemo-config")(nemo.convert_nemo_config)
 
 def main() -> None:
     """Console-script entry point."""
-    from nestkit.errors import NestkitError
     from nestkit.cli.common import error_lines
+    from nestkit.errors import NestkitError
 
     try:
         app()
     except NestkitError as err:
         if os.environ.get("NESTKIT_DEBUG") or "--debug" in sys.argv:
             raise
-        print("\n".join(error_lines(err)), file=sys.stderr)
+        lines = error_lines(err)
+        from nestkit.train import worker_errors
+
+        if not worker_errors.record(lines):  # a DDP run prints each error once, not once per rank
+            print("\n".join(lines), file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
