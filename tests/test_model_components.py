@@ -194,6 +194,9 @@ def test_forward_layers_and_stochastic_depth() -> None:
         final, _ = enc(feats, lengths)
         layers, lens = enc.forward_layers(feats, lengths, [0, -1])
     assert len(layers) == 2 and torch.equal(layers[1], final) and not torch.equal(layers[0], final)
+    depth = len(enc.layers)
+    with pytest.raises(ValueError, match=f"the encoder has {depth} blocks"):  # never wrapped round to another block
+        enc.forward_layers(feats, lengths, [depth])
     sd = nestkit.build("encoder", {"name": "fast_conformer", "feat_in": 16, "n_layers": 4, "d_model": 32, "n_heads": 4,
                                    "stochastic_depth_drop_prob": 0.5, "stochastic_depth_mode": "linear"})
     assert sd.drop_probs == [0.0, 0.5 / 3, 1.0 / 3, 0.5]

@@ -206,6 +206,10 @@ class FastConformerEncoder(nn.Module):
 
     def forward_layers(self, feats: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[list[Tensor], Tensor]:
         """Outputs (B, d_model, T') of the blocks ``layers`` (0-based, negatives from the end)."""
+        depth = len(self.layers)
+        outside = [i for i in layers if not -depth <= i < depth]
+        if outside:
+            raise ValueError(f"layers {outside}: the encoder has {depth} blocks (use 0..{depth - 1}, or -{depth}..-1 from the end)")
         x, lengths = self.subsample(feats, lengths)
         _, lengths, outs = self.encode(x, lengths, return_layers=layers)
         return outs, lengths

@@ -40,7 +40,7 @@ class Faults:
 
     def after_checkpoint(self, step: int) -> None:
         if self.kill_after_checkpoint is not None and step == self.kill_after_checkpoint:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))  # no SIGKILL on Windows
 
     def trace_batch(self, rank: int, batch: Any) -> None:
         if self.trace_dir is not None:
