@@ -27,11 +27,16 @@ def import_nemo(
         nestkit train fc_ctc.yaml exp_manager.resume_from_checkpoint=fc_ctc.ckpt model.train_ds.manifest_filepath=data/train.json
     """
     from nestkit.errors import NestkitError
-    from nestkit.interop.nemo_archive import import_nemo as run
-
     if recipe is not None and not encoder_only:
         raise NestkitError(f"--recipe {recipe}: only used with --encoder-only (add it, or drop --recipe)")
-    imported = run(archive, out, encoder_only=encoder_only, base_recipe=recipe)
+    if encoder_only:
+        from nestkit.interop.nemo_encoder import import_nemo_encoder
+
+        imported = import_nemo_encoder(archive, out, base_recipe=recipe)
+    else:
+        from nestkit.interop.nemo_archive import import_nemo
+
+        imported = import_nemo(archive, out)
     for line in imported.notes:
         typer.echo(f"note: {line}")
     typer.echo(f"wrote {imported.checkpoint} and {imported.recipe}")

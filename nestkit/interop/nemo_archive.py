@@ -136,20 +136,15 @@ def write_imported(out: str | Path, model: Any, recipe: Any, source: str | Path,
     return Imported(out, recipe_path, notes)
 
 
-def import_nemo(archive: str | Path, out: str | Path, *, encoder_only: bool = False,
-                base_recipe: str | Path | None = None) -> Imported:
+def import_nemo(archive: str | Path, out: str | Path) -> Imported:
     """Convert a NeMo NEST ``.nemo`` archive into a nestkit checkpoint plus an equivalent recipe
-    (``OUT`` and ``OUT`` with suffix ``.yaml``). With ``encoder_only``, any NeMo ASR model's
-    encoder starts a NEST run instead (:mod:`nestkit.interop.nemo_encoder`)."""
+    (``OUT`` and ``OUT`` with suffix ``.yaml``). Any NeMo ASR model's encoder can start a NEST run
+    instead: :func:`nestkit.interop.nemo_encoder.import_nemo_encoder`."""
     from nestkit.errors import NestkitError
     from nestkit.interop.nemo import load_nemo_state_dict, recipe_from_nemo_config
     from nestkit.recipe import load_recipe
 
     config, state = read_nemo_archive(archive)
-    if encoder_only:
-        from nestkit.interop.nemo_encoder import import_encoder
-
-        return import_encoder(archive, config, state, out, base_recipe)
     cls = model_class(config)
     if cls and cls not in NEST_CLASSES:
         raise CheckpointError(

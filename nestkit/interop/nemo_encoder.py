@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nestkit.errors import CheckpointError, NestkitError
-from nestkit.interop.nemo_archive import Imported, model_class, write_imported
+from nestkit.interop.nemo_archive import Imported, model_class, read_nemo_archive, write_imported
 
 BASE_RECIPE = "nest_fast_conformer.yaml"
 _TAKEN = ("sample_rate", "preprocessor", "encoder")
@@ -72,3 +72,9 @@ def import_encoder(archive: str | Path, config: dict[str, Any], state: dict[str,
     notes += [f"model.{key} not imported (--encoder-only)" for key in config if key not in (*_TAKEN, *_METADATA)]
     notes += [f"{n} tensors under {prefix}.* not imported (--encoder-only)" for prefix, n in left.items()]
     return write_imported(out, model, recipe, archive, notes)
+
+
+def import_nemo_encoder(archive: str | Path, out: str | Path, base_recipe: str | Path | None = None) -> Imported:
+    """``import-nemo --encoder-only``: the archive's encoder and preprocessor in a NEST recipe."""
+    config, state = read_nemo_archive(archive)
+    return import_encoder(archive, config, state, out, base_recipe)
