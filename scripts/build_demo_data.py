@@ -1,8 +1,11 @@
 """Rebuild nestkit's bundled demo data (``nestkit/demo_data/``) from Debian packages.
 
-Speech: three speakers of Asterisk's telephone prompts (``asterisk-core-sounds-{en,fr,it}-wav``,
-8 kHz), 100 clips of 1-4.5 s each, picked evenly from the sorted file list and stored as 8 kHz
-16-bit FLAC. Noise: about one minute of ambient sounds from ``minetest-data``
+Speech: five voices of Asterisk's telephone prompts (``asterisk-core-sounds-{en,es,fr,it,ru}-wav``,
+8 kHz; ``en`` and ``es`` are the same speaker), 120 clips of 1-4.5 s each, picked evenly from the
+sorted file list and stored as 8 kHz 16-bit FLAC; every 5th clip of a voice goes to validation, so
+no clip is on both sides. Manifest keys besides the audio: ``speaker`` (the voice), ``text`` (the
+package's transcript) and ``words`` (its word count in three classes, a content label for
+``nestkit probe``). Noise: about one minute of ambient sounds from ``minetest-data``
 (``env_sounds``: water, lava; ``fire``: fire, large fire), copied unchanged as Ogg Vorbis.
 The selection depends only on the package contents, so a rebuild gives the same files.
 
@@ -13,7 +16,9 @@ The selection depends only on the package contents, so a rebuild gives the same 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -24,14 +29,17 @@ import soundfile as sf
 
 PACKAGES = (
     "asterisk-core-sounds-en-wav",
+    "asterisk-core-sounds-es-wav",
     "asterisk-core-sounds-fr-wav",
     "asterisk-core-sounds-it-wav",
+    "asterisk-core-sounds-ru-wav",
+    *(f"asterisk-core-sounds-{lang}" for lang in ("en", "es", "fr", "it", "ru")),  # transcripts (core-sounds-*.txt)
     "minetest-data",
 )
-SPEAKERS = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "it": "it_IT_m_Carlo"}
-CLIPS_PER_SPEAKER = 100
+SPEAKERS = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison", "fr": "fr_CA_f_June", "it": "it_IT_m_Carlo", "ru": "ru_RU_f_IvrvoiceRU"}
+CLIPS_PER_SPEAKER = 120
 MIN_SECONDS, MAX_SECONDS = 1.0, 4.5
-VAL_EVERY = 10  # every 10th selected clip of a speaker goes to validation
+VAL_EVERY = 5  # every 5th selected clip of a speaker goes to validation
 MODS = "usr/share/games/minetest/games/minetest_game/mods"
 NOISE_FILES = (
     "env_sounds/sounds/env_sounds_water.1.ogg",
@@ -58,12 +66,30 @@ def fetch(root: Path) -> None:
 
 
 def pick(files: list[Path]) -> list[Path]:
-    """``CLIPS_PER_SPEAKER`` clips of 1-4.5 s, evenly spread over the sorted list."""
-    ok = [f for f in files if MIN_SECONDS <= sf.info(str(f)).duration <= MAX_SECONDS]
+    """``CLIPS_PER_SPEAKER`` clips of 1-4.5 s, evenly spread over the sorted list (the packages'
+    ``silence/`` files hold no speech and are left out)."""
+    ok = [f for f in files if f.parent.name != "silence" and MIN_SECONDS <= sf.info(str(f)).duration <= MAX_SECONDS]
     if len(ok) < CLIPS_PER_SPEAKER:
         raise SystemExit(f"only {len(ok)} usable clips in {files[0].parent}")
     step = len(ok) / CLIPS_PER_SPEAKER
     return [ok[int(i * step)] for i in range(CLIPS_PER_SPEAKER)]
+
+
+def transcripts(root: Path, lang: str) -> dict[str, str]:
+    """Prompt name (``digits/5``, ``vm-goodbye``) -> its text, from the package's core-sounds-LANG.txt."""
+    path = root / f"usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz"
+    texts = {}
+    for row in gzip.open(path, "rt", encoding="utf-8-sig"):
+        name, sep, text = row.partition(":")
+        if sep and not row.startswith(";"):
+            texts[name.strip()] = " ".join(text.split())
+    return texts
+
+
+def word_class(text: str) -> str:
+    """The ``words`` label: how many words the prompt says, in three classes."""
+    n = len(re.findall(r"\w+", text))
+    return "1-2" if n <= 2 else "3-5" if n <= 5 else "6+"
 
 
 def line(path: str, seconds: float, **extra: str) -> str:
@@ -79,12 +105,15 @@ def build(root: Path, out: Path) -> None:
     train, val, noise = [], [], []
     for lang, folder in SPEAKERS.items():
         files = sorted((sounds / folder).rglob("*.wav"))
+        texts = transcripts(root, lang)
         for k, src in enumerate(pick(files)):
             audio, rate = sf.read(str(src), dtype="int16")
             stem = "_".join(src.relative_to(sounds / folder).with_suffix("").parts)
             rel = f"speech/{lang}_{stem}.flac"
             sf.write(str(out / rel), audio, rate, format="FLAC", subtype="PCM_16")
-            entry = line(rel, len(audio) / rate, speaker=lang)
+            prompt = "/".join(src.relative_to(sounds / folder).with_suffix("").parts)
+            labels = {"text": texts[prompt], "words": word_class(texts[prompt])} if prompt in texts else {}
+            entry = line(rel, len(audio) / rate, speaker=lang, **labels)
             (val if k % VAL_EVERY == VAL_EVERY - 1 else train).append(entry)
     for name in NOISE_FILES:
         src = root / MODS / name
@@ -110,12 +139,21 @@ From the Asterisk core sound prompts (https://downloads.asterisk.org/pub/telepho
 - `en_*`: Debian package `asterisk-core-sounds-en-wav`, recorded by Allison Smith
   (http://www.theivrvoice.com), (c) 2003-2010 Allison Smith, financial contributions by
   Digium, Inc. Licence: CC-BY-SA-3.0.
+- `es_*`: Debian package `asterisk-core-sounds-es-wav` (Mexican Spanish), recorded by Allison
+  Smith (http://www.theivrvoice.com), (c) 2003-2010 Allison Smith, financial contributions by
+  Digium, Inc. Licence: CC-BY-SA-3.0.
 - `fr_*`: Debian package `asterisk-core-sounds-fr-wav`, recorded by June Wallack
   (http://www.junewallack.com), (c) 2006-2008 June Wallack; translated by Clod Patry,
   Kristopher Lalletti and June Wallack. Licence: CC-BY-SA-3.0.
 - `it_*`: Debian package `asterisk-core-sounds-it-wav`, recorded by Carlo Flora
   (http://www.carloflora.com), (c) 2012 Carlo Flora; translated by Silvia Petrin.
   Licence (as stated in the package's copyright file): CC-BY-3.0.
+- `ru_*`: Debian package `asterisk-core-sounds-ru-wav`, provided by Maxim Topal
+  (http://www.ivrvoice.ru), (c) 2010 Maxim. Licence: CC-BY-3.0.
+
+The manifests' `text` key is the prompt's transcript from the same voice's package
+(`asterisk-core-sounds-LANG`, file `core-sounds-LANG.txt`, same authors and licence); `words`
+is its word count in three classes (1-2, 3-5, 6+), a content label for `nestkit probe`.
 
 ## Noise (`noise/*.ogg`, copied unchanged from Debian package `minetest-data`)
 - `env_sounds_water.*.ogg`: Yuval, https://freesound.org/people/Yuval/sounds/197023/ (CC0-1.0)

@@ -17,15 +17,18 @@ from nestkit.errors import DataError
 def test_demo_manifests_counts_and_durations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths must not depend on the working directory
     train, val, noise = demo_manifests()
-    expected = {train: (270, 570.218), val: (30, 73.738), noise: (10, 60.095)}
+    expected = {train: (480, 1075.471), val: (120, 248.853), noise: (10, 60.095)}
     for path, (items, seconds) in expected.items():
         m = read_manifest(str(path))
         assert len(m) == items
         assert m.durations.sum() == pytest.approx(seconds, abs=0.01)
         assert all(Path(p).is_absolute() and Path(p).is_file() for p in m.paths)
     assert train.parent.joinpath("LICENSE.md").is_file()
-    speakers = {json.loads(line)["speaker"] for line in train.read_text().splitlines()}
-    assert speakers == {"en", "fr", "it"}
+    rows = {path: [json.loads(line) for line in path.read_text().splitlines()] for path in (train, val)}
+    assert {r["speaker"] for r in rows[train]} == {r["speaker"] for r in rows[val]} == {"en", "es", "fr", "it", "ru"}
+    assert not {r["audio_filepath"] for r in rows[train]} & {r["audio_filepath"] for r in rows[val]}  # a clean split
+    labelled = [r for r in rows[val] if "words" in r]  # the probe's content label, from the transcripts
+    assert len(labelled) == 116 and {r["words"] for r in labelled} == {"1-2", "3-5", "6+"}
 
 
 def test_demo_loader_delivers_every_item_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,8 +46,8 @@ def test_demo_loader_delivers_every_item_once(tmp_path: Path, monkeypatch: pytes
         assert torch.all(batch.noise[t[None, :] >= batch.audio_len[:, None]] == 0)
         assert torch.all(batch.noise.abs().amax(dim=1) > 0)
         seen += batch.indices.tolist()
-    assert sorted(seen) == list(range(270))
-    assert loader.summary.items == 270 and loader.summary.hours == pytest.approx(570.218 / 3600, abs=1e-4)
+    assert sorted(seen) == list(range(480))
+    assert loader.summary.items == 480 and loader.summary.hours == pytest.approx(1075.471 / 3600, abs=1e-4)
     assert 0.0 < loader.padding_fraction < 0.3  # bucketed: similar lengths together
     assert loader.skipped == {}
 

@@ -28,7 +28,7 @@ def test_write_then_read_each_item_once(tmp_path: Path) -> None:
     shards = sorted(tmp_path.glob("audio_*.tar"))
     assert [p.name for p in shards] == [f"audio_{k}.tar" for k in range(4)]
     lines = [json.loads(x) for x in (tmp_path / "tarred_audio_manifest.json").read_text().splitlines()]
-    assert len(lines) == 270 and {x["shard_id"] for x in lines} == {0, 1, 2, 3}
+    assert len(lines) == 480 and {x["shard_id"] for x in lines} == {0, 1, 2, 3}
     with tarfile.open(shards[1]) as tar:
         assert sorted(tar.getnames()) == sorted(x["audio_filepath"] for x in lines if x["shard_id"] == 1)
     cfg = DatasetConfig(
@@ -47,4 +47,4 @@ def test_write_then_read_each_item_once(tmp_path: Path) -> None:
                 assert len(batch) <= 16
                 seen.update(batch.indices.tolist())
             assert loader.skipped == {}
-        assert set(seen.values()) == {1} and len(seen) == 270
+        assert set(seen.values()) == {1} and len(seen) == 480
