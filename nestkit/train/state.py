@@ -35,7 +35,6 @@ class Position:
 class ResumePlan:
     """How a run continues. A fresh run: seed the generators, start the loader's epoch 0."""
 
-    source: Path | None = None  # the checkpoint resumed from
     rng_state: dict[str, Any] | None = None  # restore this rank's generators exactly
     rng_offset: int = 0  # else seed with seed + rank + offset (a changed world size)
     loader_restored: bool = False  # the loader continues its saved epoch at its saved position
@@ -159,7 +158,7 @@ def restore(
         except RuntimeError as exc:
             raise _mismatch(path, exc, "model") from None
         say(f"initialised the model from {path} (weights only); training starts at step 0")
-        return ResumePlan(source=path)
+        return ResumePlan()
     changes = recipe_changes(state.get("recipe", ""), recipe_yaml)
     model_changes = [c for c in changes if c.key.startswith("model.") and not c.key.startswith(FREE_MODEL_KEYS)]
     if any(c.key.startswith(FIXED_KEYS) for c in changes):
@@ -180,7 +179,7 @@ def restore(
     position.nonfinite_total = int(state.get("nonfinite_total", 0))
     # last.ckpt holds this state only when it is what we resumed from. A newer step file (a kill
     # between it and last.ckpt) or an outside checkpoint must be saved again, even with no step left.
-    common = {"source": path, "last_is_current": keeper is not None and path == keeper.last,
+    common = {"last_is_current": keeper is not None and path == keeper.last,
               "target_stats": state.get("target_stats")}
     say(f"resumed from {path} at step {position.step} (epoch {position.epoch})")
     per_rank = state.get("per_rank") or []

@@ -80,8 +80,9 @@ class StepRunner:
         self.clip = gradient_clip_val if gradient_clip_val and gradient_clip_val > 0 else None
         self._flags = _StepFlags(parts.device)
         # Fused torch optimizers (nestkit's default) skip an update on the device given `found_inf`,
-        # leaving weights and state untouched. Others need the host to decide: one read per step.
-        self.skips_on_device = parts.scaler is not None or bool(getattr(parts.optimizer, "_step_supports_amp_scaling", False))
+        # leaving weights and state untouched (GradScaler uses the same hook). Others need the host
+        # to decide: one read per step.
+        self.skips_on_device = bool(getattr(parts.optimizer, "_step_supports_amp_scaling", False))
 
     def forward_backward(
         self,
