@@ -207,9 +207,13 @@ class Registry:
             problems.append(err)
             return None
         fields = {k: v for k, v in section.items() if k != "name"}
-        config, bad_fields = validate_fields(component.config, fields, key, problems)
+        whole: list[RecipeError] = []
+        config, bad_fields = validate_fields(component.config, fields, key, problems, whole)
+        inner: list[RecipeError] = []
         if nested:
-            self.check_sections(component.config, fields, bad_fields, key, problems)
+            self.check_sections(component.config, fields, bad_fields, key, inner)
+        # a cross-field check judged the raw nested sections: with one of them wrong, it says nothing new
+        problems.extend(inner or whole)
         return (component, config) if config is not None else None
 
     def check_sections(
@@ -245,15 +249,19 @@ class Registry:
 
 
 def validate_fields(
-    model: type[BaseModel], fields: Mapping[str, Any], key: str, problems: list[RecipeError]
+    model: type[BaseModel], fields: Mapping[str, Any], key: str, problems: list[RecipeError],
+    whole: list[RecipeError] | None = None,
 ) -> tuple[Any, set[str]]:
     """``model`` validated from ``fields`` (None if invalid) and the fields with problems; each
-    problem is appended to ``problems`` as one line at ``key.field``."""
+    problem is appended to ``problems`` as one line at ``key.field``, those of the checks across
+    fields to ``whole`` when it is given."""
     try:
         return model.model_validate(fields), set()
     except ValidationError as exc:
         errors = exc.errors()
-        problems.extend(_one_line_errors(errors, model, key))
+        across = [err for err in errors if not err.get("loc")]
+        problems.extend(_one_line_errors([err for err in errors if err.get("loc")], model, key))
+        (problems if whole is None else whole).extend(_one_line_errors(across, model, key))
         return None, {str(err["loc"][0]) for err in errors if err.get("loc")}
 
 
@@ -282,9 +290,18 @@ _EXPECTED = {
 }
 
 
+_TYPE_TAGS = frozenset({"int", "float", "str", "bool", "none", "list", "dict", "tuple"})
+
+
+def _is_union_branch(part: Any) -> bool:
+    """Whether a pydantic ``loc`` element names a union member (``constrained-int``,
+    ``literal['auto','cpu']``, ``int``) rather than a field or a list index."""
+    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_TAGS)
+
+
 def _error_line(err: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[str, str]:
     """(dotted key, message) for one pydantic error."""
-    loc = [str(p) for p in err.get("loc", ()) if not str(p).startswith("function-")]
+    loc = [str(p) for p in err.get("loc", ()) if not _is_union_branch(p)]
     etype = err.get("type", "")
     value = err.get("input")
     if etype == "extra_forbidden":
@@ -306,12 +323,67 @@ def _error_line(err: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[
     return ".".join(loc), f"{msg[0].lower()}{msg[1:]}{suffix}" if msg else msg
 
 
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"),
+           "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}
+_LIST_OF = {"str": "strings", "int": "integers", "float": "numbers"}
+
+
+def _wanted(err: Mapping[str, Any]) -> str:
+    """What one union member asked for, as a noun phrase ("a string", "a number >= 1")."""
+    etype, ctx = err.get("type", ""), err.get("ctx", {})
+    if etype in _EXPECTED:
+        return _EXPECTED[etype]
+    if etype in ("literal_error", "enum"):
+        return str(ctx.get("expected", "one of its values"))
+    if etype in _BOUNDS:
+        name, sign = _BOUNDS[etype]
+        return f"a number {sign} {ctx.get(name)}"
+    msg = str(err.get("msg", "a valid value")).removeprefix("Value error, ")
+    return f"{msg[0].lower()}{msg[1:]}" if msg else "a valid value"
+
+
+def _member_name(tag: str) -> str:
+    """A union member's tag (``list[str]``, ``int``) as a noun phrase."""
+    inner = tag[tag.find("[") + 1 : -1] if tag.startswith("list[") else ""
+    if tag.startswith("list"):
+        return f"a list of {_LIST_OF[inner]}" if inner in _LIST_OF else "a list"
+    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+            "dict": "a mapping", "none": "null"}.get(tag, tag)
+
+
+def _union_line(errors: list[Mapping[str, Any]], depth: int) -> str:
+    """One message for a value that matched no member of a union; ``depth`` is where the member's
+    tag sits in each error's ``loc``."""
+    members: dict[str, list[Mapping[str, Any]]] = {}
+    for err in errors:
+        members.setdefault(str(err["loc"][depth]), []).append(err)
+    wants, got = [], ""
+    for tag, errs in members.items():
+        rest = [p for p in errs[0]["loc"][depth + 1 :] if not _is_union_branch(p)]
+        if len(errs) == 1 and not rest:
+            named = _member_name(tag)
+            wants.append(named if errs[0].get("type") in _EXPECTED and named != tag else _wanted(errs[0]))
+            if not isinstance(errs[0].get("input"), dict):
+                got = f", got {_describe_input(errs[0].get('input'))}"
+        else:
+            wants.append(_member_name(tag))
+    return "expected " + " or ".join(dict.fromkeys(w.removeprefix("expected ") for w in wants)) + got
+
+
 def _one_line_errors(
     errors: list[Any], model: type[BaseModel] | None, prefix: str
 ) -> list[RecipeError]:
-    """Each of pydantic's errors as a one-line :class:`RecipeError` at ``prefix.key``."""
-    out = []
+    """Each of pydantic's errors as a one-line :class:`RecipeError` at ``prefix.key``; the errors of
+    one value against each member of a union (``devices: -1`` is neither a number >= 1 nor
+    'auto') are one line."""
+    lines: list[tuple[str, str]] = []
+    unions: dict[tuple[Any, ...], list[Any]] = {}
     for err in errors:
-        key, message = _error_line(err, model)
-        out.append(RecipeError(message, key=".".join(p for p in (prefix, key) if p)))
-    return out
+        loc = tuple(err.get("loc", ()))
+        depth = next((i for i, part in enumerate(loc) if _is_union_branch(part)), None)
+        if depth is None:
+            lines.append(_error_line(err, model))
+        else:
+            unions.setdefault(loc[:depth], []).append(err)
+    lines += [(".".join(str(p) for p in where), _union_line(errs, len(where))) for where, errs in unions.items()]
+    return [RecipeError(message, key=".".join(p for p in (prefix, key) if p)) for key, message in dict.fromkeys(lines)]

@@ -169,7 +169,7 @@ def test_each_range_or_cross_field_mistake_is_a_one_line_error(tmp_path: Path, b
 
 EXECUTABLE_CASES = [
     ("model.encoder.n_heads=3", "n_heads (3) must divide d_model (32)"),
-    ("model.masking.block_size=0", "masking.block_size (0)"),
+    ("model.masking.block_size=0", "model.masking.block_size: input should be greater than or equal to 1, got 0"),
     ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
     ("model.optim.betas=[1.5,0.98]", "betas must lie in [0, 1)"),
     ("model.encoder._target_=os.system", "unknown field '_target_'"),

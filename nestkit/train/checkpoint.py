@@ -71,17 +71,46 @@ def _child_signals_deferred() -> Iterator[None]:
             handler(*pending[0])
 
 
+class _FileSink:
+    """A file ``torch.save`` writes into that keeps the operating system's error.
+
+    torch reports a failed write of a file object as its own "unexpected pos ..." error; the
+    ``OSError`` behind it (``No space left on device``) is what the user needs to read.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """Write ``obj`` with ``torch.save`` so ``path`` is either the old file or the complete new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    sink: _FileSink | None = None
     with _child_signals_deferred():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:
-                torch.save(obj, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+            try:
+                sink = _FileSink(fd)
+                torch.save(obj, sink)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         except (OSError, RuntimeError) as exc:
@@ -89,7 +118,8 @@ def atomic_save(obj: Any, path: Path) -> None:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
-            raise CheckpointError(f"cannot write checkpoint {path}: {_reason(exc)}") from None
+            cause = sink.error if sink is not None and sink.error is not None else exc
+            raise CheckpointError(f"cannot write checkpoint {path}: {_reason(cause)}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from nestkit.errors import NestkitError
+from nestkit.errors import NestkitError, RecipeErrors
 
 from reliability.corrupt import AudioCase, manifest_lines, mutate_recipe
 
@@ -46,10 +46,15 @@ def _unexpected(exc: BaseException, what: str) -> Violation:
     return Violation(f"{what}: {last}")
 
 
-def one_line(err: NestkitError, what: str) -> str:
+def one_line(err: NestkitError, what: str, mistakes: int = 1) -> str:
+    """``err``'s text, checked: one line per problem (a recipe with several mistakes may report each
+    on its own line, every line naming its file and key), never more lines than ``mistakes``."""
     text = str(err)
-    if not text.strip() or "\n" in text or "Traceback" in text:
-        raise Violation(f"{what}: error message is not one line: {text!r}")
+    lines = text.split("\n")
+    if not text.strip() or "Traceback" in text or len(lines) > mistakes or any(not line.strip() for line in lines):
+        raise Violation(f"{what}: error message is not one line per mistake ({mistakes}): {text!r}")
+    if len(lines) > 1 and not (isinstance(err, RecipeErrors) and all(e.file and e.key for e in err.errors)):
+        raise Violation(f"{what}: a line of a several-line error names no file or key: {text!r}")
     return text
 
 
@@ -92,14 +97,14 @@ def check_audio(case: AudioCase, folder: Path, mode: str, index: int = 0) -> str
 ONE_LINE_ERROR = object()
 
 
-def _guarded(what: str, seconds: float, call: Callable[[], Any]) -> Any:
+def _guarded(what: str, seconds: float, call: Callable[[], Any], mistakes: int = 1) -> Any:
     """``call()``'s result, or ONE_LINE_ERROR when it ended in a one-line nestkit error;
     a hang, a crash or any other exception is a :class:`Violation`."""
     try:
         with time_limit(seconds, what):
             return call()
     except NestkitError as err:
-        one_line(err, what)
+        one_line(err, what, mistakes)
         return ONE_LINE_ERROR
     except Violation:
         raise
@@ -146,5 +151,6 @@ def check_recipe(base: dict[str, Any], seed: int, folder: Path) -> str:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     what = f"nestkit validate (seed {seed}: {'; '.join(notes)})"
     with contextlib.redirect_stdout(io.StringIO()):
-        outcome = _guarded(what, 60, lambda: validate_cli.validate(path, [], params=True, quiet=True))
+        outcome = _guarded(what, 60, lambda: validate_cli.validate(path, [], params=True, quiet=True),
+                           mistakes=max(1, len(notes)))
     return "error" if outcome is ONE_LINE_ERROR else "valid"
