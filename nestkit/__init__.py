@@ -13,6 +13,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nestkit import registry
+from nestkit.contracts import (
+    BatchAugmentor,
+    BlockEncoder,
+    Decoder,
+    Encoder,
+    EncoderModel,
+    FeatureAugmentor,
+    LayeredEncoder,
+    Loss,
+    Masking,
+    Model,
+    Optimizer,
+    Preprocessor,
+    Quantizer,
+    Scheduler,
+    SubsamplingEncoder,
+)
 from nestkit.errors import NestkitError, RecipeError
 from nestkit.hookspecs import hookimpl
 from nestkit.registry import Component, ComponentConfig, Registry, section_field
@@ -20,11 +37,17 @@ from nestkit.registry import Component, ComponentConfig, Registry, section_field
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from nestkit.components.loss import MaskedTokenLoss, MLMConfig, MultiMLMConfig
+    from nestkit.data.batch import AudioBatch
     from nestkit.pretrained import Pretrained, PretrainedEncoder
     from nestkit.recipe import Recipe
 
 __version__ = "0.1.0"
 __all__ = [
+    # the contracts a plugin's components implement (nestkit.contracts), and what they use
+    "AudioBatch", "BatchAugmentor", "BlockEncoder", "Decoder", "Encoder", "EncoderModel", "FeatureAugmentor",
+    "LayeredEncoder", "Loss", "MLMConfig", "MaskedTokenLoss", "Masking", "Model", "MultiMLMConfig", "Optimizer",
+    "Preprocessor", "Quantizer", "Scheduler", "SubsamplingEncoder",
     "Component",
     "ComponentConfig",
     "NestkitError",
@@ -103,3 +126,20 @@ def load_encoder(path: str | Path, device: str = "cpu") -> PretrainedEncoder:
     from nestkit.pretrained import load_encoder as _load
 
     return _load(path, device)
+
+
+# Public names whose modules import torch: loaded on first use, so `import nestkit` stays light.
+_LAZY = {
+    "AudioBatch": "nestkit.data.batch",
+    "MaskedTokenLoss": "nestkit.components.loss",
+    "MLMConfig": "nestkit.components.loss",
+    "MultiMLMConfig": "nestkit.components.loss",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nestkit' has no attribute {name!r}")

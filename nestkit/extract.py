@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nestkit.contracts import encoder_depth
 from nestkit.data.audio import AudioReadError, read_audio
 from nestkit.data.manifest import read_manifest
 from nestkit.errors import NestkitError
@@ -84,7 +85,9 @@ def extract_features(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, recipe = load_model(checkpoint, device)
-    check_layers(layers or [], len(model.encoder.layers))
+    if layers:
+        check_layers(layers, encoder_depth(model, encoder_name=recipe.data["model"]["encoder"]["name"], needed_by="--layer",
+                                           fix="leave out --layer for the final output"))
     sample_rate = int(recipe.data["model"].get("sample_rate", 16000))
     data = read_manifest(manifest)
     out = Path(out_dir)

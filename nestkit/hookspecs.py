@@ -9,11 +9,13 @@ imports nothing of nestkit at run time (the registry's types only for type check
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nestkit.registry import Component
 
 PROJECT = "nestkit"
@@ -32,4 +34,16 @@ def nestkit_register_components(register: Callable[[Component], None]) -> None:
 
     Called once per process and plugin, the first time the registry is used. A hook that
     raises registers none of its components; the other plugins are not affected.
+    """
+
+
+@hookspec(firstresult=True)
+def nestkit_check_section(kind: str, name: str, workdir: Path) -> dict[str, Any] | None:
+    """A small section (``{"name": ..., **fields}``) that builds this plugin's component
+    ``kind``/``name`` quickly, for ``nestkit check-plugin`` and ``nestkit.testing.check_component``
+    when no config is given. Optional.
+
+    :param workdir: an empty folder for files the section needs (e.g. a centroids file).
+    :returns: the section, or None for the component's defaults with small sizes for the usual
+        fields (``feat_in``, ``d_model``, ``num_classes``, ...: see ``nestkit.testing``).
     """

@@ -7,6 +7,7 @@ from pydantic_core import PydanticUndefined
 
 from nestkit.cli.common import loaded_registry
 from nestkit.errors import RecipeError, did_you_mean
+from nestkit.registry import Component
 
 
 def _type_name(annotation: object) -> str:
@@ -39,4 +40,24 @@ def describe(
             info.get_default(call_default_factory=True)
         )
         table.add_row(fname, _type_name(info.annotation), default, info.description or "")
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    for line in _contract_lines(component):
+        console.print(line, highlight=False)
+
+
+def _contract_lines(component: Component) -> list[str]:
+    """The kind's contract and, per optional capability, whether the component has it."""
+    from nestkit.contracts import CAPABILITIES, KIND_CONTRACTS, declared_capabilities
+
+    lines = [f"contract: nestkit.{KIND_CONTRACTS[component.kind].__name__} (see CONTRIBUTING.md, 'Component contracts')"]
+    optional = [c for c in CAPABILITIES if c.kind == component.kind]
+    if not optional:
+        return lines
+    declared = declared_capabilities(component)
+    if declared is None:
+        return [*lines, "capabilities: unknown (annotate the factory's return type with the class it builds)"]
+    for capability in optional:
+        mark = "yes" if declared[capability.name] else "no "
+        lines.append(f"  {mark} {capability.name} ({', '.join(capability.members)}): for {capability.needed_by}")
+    return [*lines[:1], "capabilities:", *lines[1:]]

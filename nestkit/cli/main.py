@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from nestkit.cli import bench, describe, extract, list_components, manifest, nemo, probe, schema, shard, train, validate
+from nestkit.cli import bench, check_plugin, describe, extract, list_components, manifest, nemo, probe, schema, shard, train, validate
 
 app = typer.Typer(
     name="nestkit",
@@ -34,6 +34,7 @@ def _root(
 
 app.command("list-components")(list_components.list_components)
 app.command("describe")(describe.describe)
+app.command("check-plugin")(check_plugin.check_plugin)
 app.command("validate")(validate.validate)
 app.command("schema")(schema.schema)
 app.command("train")(train.train)

@@ -41,5 +41,8 @@ def validate(
         from nestkit.summary import parameter_table
 
         model = build_model(resolved)
+        from nestkit.train.setup import check_block_options
+
+        check_block_options(model, compile=resolved.trainer.compile, activation_checkpointing=resolved.trainer.activation_checkpointing)
         console.print(parameter_table(model))
     console.print(f"[green]ok[/green] {recipe}")

@@ -149,10 +149,13 @@ class ConformerLayer(nn.Module):
 class FastConformerEncoder(nn.Module):
     """Features (B, feat_in, T) + lengths -> encoded (B, d_model, T / factor) + lengths.
 
-    ``subsample`` and ``encode`` are the two halves of ``forward``, so a model can mask the
-    subsampled features in between (post-conv masking); ``forward_layers`` returns chosen
-    intermediate block outputs for feature extraction.
+    Every optional encoder capability of :mod:`nestkit.contracts`: ``subsample`` and ``encode``
+    (the two halves of ``forward``, for post-conv masking), ``blocks`` (compiled or checkpointed
+    in place) and ``forward_layers`` (chosen block outputs, for extraction).
     """
+
+    d_model: int
+    subsampling_factor: int
 
     def __init__(self, cfg: FastConformerConfig) -> None:
         super().__init__()
@@ -176,7 +179,16 @@ class FastConformerEncoder(nn.Module):
         """feats (B, feat_in, T) -> subsampled (B, T', d_model), lengths (B,)."""
         return self.pre_encode(feats.transpose(1, 2), lengths)
 
-    def encode(
+    def blocks(self) -> Sequence[nn.Module]:
+        """The Conformer blocks, in order."""
+        return list(self.layers)
+
+    def encode(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Subsampled (B, T', d_model) -> encoded (B, out, T'), lengths."""
+        encoded, lengths, _ = self._run_blocks(x, lengths)
+        return encoded, lengths
+
+    def _run_blocks(
         self, x: Tensor, lengths: Tensor, return_layers: Sequence[int] | None = None
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Subsampled (B, T', d_model) -> (encoded (B, out, T'), lengths, chosen layer outputs (B, d_model, T'))."""
@@ -200,9 +212,7 @@ class FastConformerEncoder(nn.Module):
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """feats (B, feat_in, T), lengths (B,) -> encoded (B, out, T'), lengths (B,) int64."""
-        x, lengths = self.subsample(feats, lengths)
-        encoded, lengths, _ = self.encode(x, lengths)
-        return encoded, lengths
+        return self.encode(*self.subsample(feats, lengths))
 
     def forward_layers(self, feats: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[list[Tensor], Tensor]:
         """Outputs (B, d_model, T') of the blocks ``layers`` (0-based, negatives from the end)."""
@@ -211,7 +221,7 @@ class FastConformerEncoder(nn.Module):
         if outside:
             raise ValueError(f"layers {outside}: the encoder has {depth} blocks (use 0..{depth - 1}, or -{depth}..-1 from the end)")
         x, lengths = self.subsample(feats, lengths)
-        _, lengths, outs = self.encode(x, lengths, return_layers=layers)
+        _, lengths, outs = self._run_blocks(x, lengths, return_layers=layers)
         return outs, lengths
 
 

@@ -32,7 +32,11 @@ class MultiMLMConfig(MLMConfig):
 
 
 class MaskedTokenLoss(nn.Module):
-    """``loss(masks=(B, D, T), log_probs=(B, T', C[, H]), tokens=(B, T'[, H]), encoded_len=None)`` -> scalar."""
+    """``loss(masks=(B, D, T), log_probs=(B, T', C[, H]), tokens=(B, T'[, H]), encoded_len=None)`` -> scalar.
+
+    Public as ``nestkit.MaskedTokenLoss`` (configs: ``nestkit.MLMConfig``, ``nestkit.MultiMLMConfig``):
+    a plugin's masked-token loss subclasses it, overrides ``forward`` and keeps ``aligned``, the
+    part of :class:`nestkit.contracts.Loss` that says which tokens are scored."""
 
     def __init__(self, combine_time_steps: int, mask_threshold: float, num_decoders: int = 1) -> None:
         super().__init__()
@@ -69,13 +73,14 @@ class MaskedTokenLoss(nn.Module):
         per_book = (nll * weight[:, :, None]).sum((0, 1)) / weight.sum().clamp_min(1.0)
         return per_book.mean()
 
-    @torch.no_grad()
-    def accuracy(self, masks: Tensor, log_probs: Tensor, tokens: Tensor) -> Tensor:
-        """Top-1 accuracy over masked tokens (0 when none is masked), a 0-dim tensor."""
-        token_mask, log_probs, tokens = self.aligned(masks, log_probs, tokens)
-        hits = (log_probs.argmax(2) == tokens).float().mean(-1)  # (B, T)
-        weight = token_mask.float()
-        return (hits * weight).sum() / weight.sum().clamp_min(1.0)
+
+@torch.no_grad()
+def masked_accuracy(token_mask: Tensor, log_probs: Tensor, tokens: Tensor) -> Tensor:
+    """Top-1 accuracy over the scored tokens of a loss's ``aligned`` output (0 when none is
+    scored), a 0-dim tensor: token_mask (B, T), log_probs (B, T, C, H), tokens (B, T, H)."""
+    hits = (log_probs.argmax(2) == tokens).float().mean(-1)  # (B, T)
+    weight = token_mask.float()
+    return (hits * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def _mlm(cfg: MLMConfig) -> MaskedTokenLoss:

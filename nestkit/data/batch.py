@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Protocol, runtime_checkable
 
 import torch
+
+from nestkit.contracts import BatchAugmentor as BatchAugmentor  # re-exported: the contract lives with the others
 
 
 @dataclass
@@ -70,18 +71,6 @@ class AudioBatch:
         """Called by torch's DataLoader when ``pin_memory`` is on."""
         pinned = {f.name: getattr(self, f.name).pin_memory() for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
         return replace(self, **pinned)
-
-
-@runtime_checkable
-class BatchAugmentor(Protocol):
-    """What an ``augmentor`` component builds: a callable that fills ``noisy_audio``.
-
-    It receives a whole padded batch and a ``torch.Generator`` on the batch's device (all its
-    randomness must come from that generator) and returns the batch with ``noisy_audio`` and
-    ``noisy_audio_len`` set. It must work on CPU (loader workers) and on the training device.
-    """
-
-    def __call__(self, batch: AudioBatch, generator: torch.Generator) -> AudioBatch: ...
 
 
 def pad_stack(tensors: list[torch.Tensor]) -> torch.Tensor:

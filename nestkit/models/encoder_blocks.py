@@ -26,11 +26,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from nestkit.contracts import BlockEncoder, EncoderModel
+
 
 def encoder_blocks(model: nn.Module) -> list[nn.Module]:
-    """The blocks of ``model.encoder.layers`` (empty when the model has no such list)."""
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    return list(layers) if isinstance(layers, nn.ModuleList) else []
+    """The ``blocks()`` of the model's encoder (empty when the model has no encoder, or its
+    encoder no blocks: :class:`nestkit.contracts.BlockEncoder`)."""
+    encoder = model.encoder if isinstance(model, EncoderModel) else None
+    return list(encoder.blocks()) if isinstance(encoder, BlockEncoder) else []
 
 
 def compile_encoder_layers(model: nn.Module) -> int:

@@ -17,11 +17,12 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from nestkit.contracts import SUBSAMPLING, require
 from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
 from nestkit.components.conformer import FastConformerConfig
 from nestkit.components.decoder import MultiSoftmaxConfig
-from nestkit.components.loss import MLMConfig, MultiMLMConfig
+from nestkit.components.loss import MLMConfig, MultiMLMConfig, masked_accuracy
 from nestkit.components.masking import RandomBlockMaskingConfig
 from nestkit.components.preprocessor import MelSpectrogramConfig
 from nestkit.components.quantizer import RandomProjectionConfig
@@ -132,6 +133,9 @@ class NestConfig(ComponentConfig):
 class NestModel(nn.Module):
     """preprocessor -> (quantizer on clean | masking + encoder on noisy) -> decoder -> loss."""
 
+    preprocessor: nn.Module  # with ``encoder`` and ``extract``: a nestkit.contracts.EncoderModel
+    encoder: nn.Module
+
     def __init__(
         self,
         *,
@@ -182,12 +186,12 @@ class NestModel(nn.Module):
             # As in NeMo, the masked path is detached: the subsampling is not trained by this loss.
             sub, frames = self.encoder.subsample(noisy, noisy_len)
             masked, masks = self._mask(sub.detach().transpose(1, 2), frames, apply_mask)
-            encoded, encoded_len, _ = self.encoder.encode(masked.transpose(1, 2), frames)
+            encoded, encoded_len = self.encoder.encode(masked.transpose(1, 2), frames)
         log_probs = self.decoder(encoded)
         loss = self.loss(masks=masks, log_probs=log_probs, tokens=tokens, encoded_len=encoded_len)
-        accuracy = self.loss.accuracy(masks, log_probs.detach(), tokens) if hasattr(self.loss, "accuracy") else loss.new_zeros(())
+        token_mask, scored_log_probs, scored_tokens = self.loss.aligned(masks, log_probs.detach(), tokens)
+        accuracy = masked_accuracy(token_mask, scored_log_probs, scored_tokens)
         masked_fraction = masks[:, 0, :].detach().float().sum() / frames.sum().clamp_min(1)
-        token_mask = self.loss.aligned(masks, log_probs.detach(), tokens)[0]
         token_valid = torch.arange(token_mask.shape[1], device=encoded_len.device) < encoded_len[:, None]
         return NestOutput(loss, log_probs, encoded, encoded_len, masks, tokens, accuracy, masked_fraction,
                           token_mask, token_valid)
@@ -230,12 +234,19 @@ def post_conv_sections(
 
 def build_nest(cfg: NestConfig, *, registry: Registry) -> NestModel:
     """Build each component section from ``registry`` (the one the model section was validated
-    with) and compose them."""
+    with) and compose them. For post-conv masking the encoder comes first: the model needs its
+    ``subsample``/``encode``, and the masking and the quantizer work on its subsampled frames."""
     sections = {"preprocessor": cfg.preprocessor, "masking": cfg.masking, "quantizer": cfg.quantizer,
                 "encoder": cfg.encoder, "decoder": cfg.decoder, "loss": cfg.loss}
+    built: dict[str, Any] = {}
     if cfg.mask_position == "post_conv":
-        sections = post_conv_sections(sections, int(_value(cfg.encoder, "d_model")), int(_value(cfg.encoder, "subsampling_factor")))
-    built = {kind: registry.build(kind, section, key=kind) for kind, section in sections.items()}
+        encoder = built["encoder"] = registry.build("encoder", cfg.encoder, key="encoder")
+        require(encoder, SUBSAMPLING, component=f"encoder {cfg.encoder['name']}", needed_by="mask_position post_conv",
+                fix="use model.mask_position: pre_conv", key="encoder")
+        sections = post_conv_sections(sections, int(encoder.d_model), int(encoder.subsampling_factor))
+    for kind, section in sections.items():
+        if kind not in built:
+            built[kind] = registry.build(kind, section, key=kind)
     augment = None
     if cfg.spec_augment is not None:
         augment = registry.build("feature_augmentor", cfg.spec_augment, key="spec_augment")

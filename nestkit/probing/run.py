@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nestkit.contracts import encoder_depth
 from nestkit.errors import DataError, NestkitError
 from nestkit.pretrained import load_model
 from nestkit.recipe import Recipe
@@ -76,7 +77,8 @@ def run_probe(
     items.check(folds)
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     model, recipe = load_model(checkpoint, dev)
-    chosen = parse_layers(layers, len(model.encoder.layers))
+    chosen = parse_layers(layers, encoder_depth(model, encoder_name=recipe.data["model"]["encoder"]["name"], needed_by="nestkit probe",
+                                                  fix="it probes each block's output"))
     sample_rate = int(recipe.data["model"].get("sample_rate", 16000))
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nestkit.errors import NestkitError, RecipeError
-from nestkit.models.encoder_blocks import checkpoint_encoder_layers, compile_encoder_layers
+from nestkit.contracts import BLOCKS, EncoderModel, lacking
+from nestkit.errors import NestkitError, RecipeError, combined
+from nestkit.models.encoder_blocks import checkpoint_encoder_layers, compile_encoder_layers, encoder_blocks
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 _PRECISION_NAMES = {"32": "32", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "16": "16-mixed", "16-mixed": "16-mixed"}
@@ -69,6 +70,23 @@ class TrainingParts:
         return autocast(self.device, self.precision)
 
 
+def check_block_options(
+    model: nn.Module, *, compile: bool | None, activation_checkpointing: int, names: Mapping[str, str] = RECIPE_KEYS
+) -> None:
+    """One line per option that needs encoder blocks (:class:`nestkit.contracts.BlockEncoder`)
+    the model's encoder does not have (``nestkit validate`` checks this on the model it builds)."""
+    if encoder_blocks(model):
+        return
+    owner, part = ("encoder", model.encoder) if isinstance(model, EncoderModel) else ("model", model)
+    asked = (("activation_checkpointing", activation_checkpointing, "activation checkpointing", "0"), ("compile", compile, "compiling", "false"))
+    problems = [lacking(part, BLOCKS, component=f"{owner} {type(part).__name__}", needed_by=needs,
+                        fix=f"set it to {off}", key=names[option])
+                for option, value, needs, off in asked if value]
+    found = [p for p in problems if p is not None]
+    if found:
+        raise combined(found)
+
+
 def configure_blocks(
     parts: TrainingParts, *, compile: bool | None, activation_checkpointing: int, names: Mapping[str, str] = RECIPE_KEYS
 ) -> None:
@@ -76,14 +94,11 @@ def configure_blocks(
 
     ``compile=None`` compiles on CUDA only, and a compiler failure then falls back to eager."""
     model = parts.model
+    check_block_options(model, compile=compile, activation_checkpointing=activation_checkpointing, names=names)
     if activation_checkpointing:
         parts.checkpointed_layers = checkpoint_encoder_layers(model, activation_checkpointing)
-        if not parts.checkpointed_layers:
-            raise RecipeError("this model's encoder has no `layers` list to checkpoint", key=names["activation_checkpointing"])
     if compile or (compile is None and parts.device.type == "cuda"):
         parts.compiled_layers = compile_encoder_layers(model)
-        if not parts.compiled_layers and compile:
-            raise RecipeError("this model's encoder has no `layers` list to compile", key=names["compile"])
         if compile is None:  # not asked for: a compiler failure falls back to eager, with a warning
             from torch._dynamo import config as dynamo_config
 

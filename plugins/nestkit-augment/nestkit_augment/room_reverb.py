@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 import nestkit
-from nestkit.data.batch import AudioBatch, BatchAugmentor
+from nestkit import AudioBatch, BatchAugmentor
 
 DECAY_60DB = 3.0 * math.log(10.0)  # amplitude exp(-DECAY_60DB * t / rt60): energy -60 dB at rt60
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nestkit
-from nestkit.data.batch import AudioBatch
+from nestkit import AudioBatch
 from nestkit.errors import RecipeError
 from nestkit_augment.room_reverb import RoomReverb
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor
 
-from nestkit.components.loss import MaskedTokenLoss, MultiMLMConfig
+import nestkit
 
 
-class LabelSmoothedMLMConfig(MultiMLMConfig):
+class LabelSmoothedMLMConfig(nestkit.MultiMLMConfig):
     """NeMo's ``MultiMLMLoss`` keys plus the smoothing weight."""
 
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="probability mass spread uniformly over all classes")
 
 
-class LabelSmoothedMLMLoss(MaskedTokenLoss):
+class LabelSmoothedMLMLoss(nestkit.MaskedTokenLoss):
     """``loss(masks=(B, D, T), log_probs=(B, T', C[, H]), tokens=(B, T'[, H]), encoded_len=None)`` -> scalar."""
 
     def __init__(self, combine_time_steps: int, mask_threshold: float, num_decoders: int, label_smoothing: float) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import nestkit
 from nestkit_bestrq_extras.kmeans_quantizer import KMeansQuantizerConfig, build_kmeans
@@ -29,3 +31,15 @@ def nestkit_register_components(register: Callable[[nestkit.Component], None]) -
             summary="masked-token NLL with label smoothing (multi_mlm's keys; equal to it at 0)",
         )
     )
+
+
+@nestkit.hookimpl
+def nestkit_check_section(kind: str, name: str, workdir: Path) -> dict[str, Any] | None:
+    """A small k-means section for `nestkit check-plugin`: its centroids file written into ``workdir``."""
+    if (kind, name) != ("quantizer", "kmeans"):
+        return None
+    import torch
+
+    centroids = workdir / "centroids.pt"
+    torch.save(torch.randn(16, 16 * 4, generator=torch.Generator().manual_seed(0)), centroids)
+    return {"name": "kmeans", "feat_in": 16, "num_classes": 16, "combine_time_steps": 4, "centroids_path": str(centroids)}
