@@ -109,16 +109,24 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if parent is None:
         return data
     if not isinstance(parent, str):
-        raise RecipeError("extends: expected a path to a recipe", key="extends", file=str(path))
+        raise RecipeError("expected a path to a recipe", key="extends", file=str(path))
+    if parent.startswith(BUNDLED):  # nestkit:nest_demo.yaml: a recipe bundled with nestkit, from any folder
+        found = bundled_recipe(parent[len(BUNDLED):])
+        if found is None:
+            raise RecipeError(f"nestkit has no bundled recipe '{parent[len(BUNDLED):]}'", key="extends", file=str(path))
+        return deep_merge(load_raw(found, _chain + (path,)), data)
     parent_path = Path(parent)
     if not parent_path.is_absolute():
         parent_path = path.parent / parent_path
     if not parent_path.exists():
         bundled = bundled_recipe(parent)
         if bundled is None:
-            raise RecipeError(f"extends: no such recipe '{parent}'", key="extends", file=str(path))
+            raise RecipeError(f"no such recipe '{parent}'", key="extends", file=str(path))
         parent_path = bundled
     return deep_merge(load_raw(parent_path, _chain + (path,)), data)
+
+
+BUNDLED = "nestkit:"  # extends: nestkit:NAME names a recipe of bundled_recipe()
 
 
 def bundled_recipe(name: str) -> Path | None:
