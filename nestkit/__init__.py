@@ -32,7 +32,7 @@ from nestkit.contracts import (
 )
 from nestkit.errors import NestkitError, RecipeError
 from nestkit.hookspecs import hookimpl
-from nestkit.registry import Component, ComponentConfig, Registry, section_field
+from nestkit.registry import Component, ComponentConfig, PluginFailure, Registry, section_field
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -60,6 +60,7 @@ __all__ = [
     "load_encoder",
     "load_model",
     "load_recipe",
+    "plugin_failures",
     "probe",
     "registry",
     "section_field",
@@ -101,6 +102,12 @@ def build_model(recipe: Recipe | str | Path | dict[str, Any], overrides: tuple[s
 def list_components(kind: str | None = None) -> list[Component]:
     """Every installed component (optionally of one kind), with its provider."""
     return [c for c in _installed() if kind is None or c.kind == kind]
+
+
+def plugin_failures() -> list[PluginFailure]:
+    """The installed plugins that failed to import or to register (each registered nothing), with
+    their one-line errors: what the warning lines of the ``nestkit`` command say."""
+    return list(_installed().failures)
 
 
 def probe(checkpoint: str | Path, manifest: str | list[str], label: str, **options: Any) -> dict[str, Any]:

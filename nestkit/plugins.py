@@ -6,6 +6,9 @@ its failure is recorded (``nestkit list-components`` shows it) and reported as o
 line, it registers nothing (a hook that raises, or one invalid component, registers none of
 the plugin's components), and every other plugin keeps working.
 
+A plugin component named like a built-in one is reached as ``provider:name``: the bare name keeps
+meaning the built-in, so shipped recipes never break (one warning line says so).
+
 ``NESTKIT_DISABLE_PLUGINS=name,name`` skips plugins by entry-point name;
 ``NESTKIT_TRACE_PLUGINS=1`` prints each hook call with its plugin and outcome to stderr.
 """
@@ -22,6 +25,7 @@ from typing import Any
 import pluggy
 
 from nestkit import hookspecs
+from nestkit.plugin_errors import BUILTIN_PROVIDER
 from nestkit.registry import Component, PluginFailure, Registry
 
 ENTRY_POINT_GROUP = "nestkit"
@@ -127,8 +131,15 @@ def get_registry() -> Registry:
     return _registry
 
 
+def shadowed(registry: Registry) -> list[Component]:
+    """Plugin components named like a built-in one: their bare name means the built-in."""
+    builtin = {(c.kind, c.name) for c in registry if c.provider == BUILTIN_PROVIDER}
+    return [c for c in registry if c.provider != BUILTIN_PROVIDER and (c.kind, c.name) in builtin]
+
+
 def warn_failures(registry: Registry) -> None:
-    """Print one warning line per failed plugin, once per process (stderr)."""
+    """Print one warning line per failed plugin and per plugin component that reuses a built-in's
+    name, once per process (stderr)."""
     global _warned
     if _warned:
         return
@@ -136,6 +147,12 @@ def warn_failures(registry: Registry) -> None:
     for failure in registry.failures:
         print(
             f"warning: plugin '{failure.plugin}' ({failure.provider}) failed to load: {failure.error}",
+            file=sys.stderr,
+        )
+    for c in shadowed(registry):
+        print(
+            f"warning: {c.provider} also registers {c.kind} '{c.name}': the bare name means nestkit's; "
+            f"write '{c.qualified_name}' for {c.provider}'s",
             file=sys.stderr,
         )
 

@@ -24,11 +24,10 @@ from pydantic import BaseModel
 from nestkit.data.config import DatasetConfig
 from nestkit.errors import RecipeError, combined, did_you_mean
 from nestkit.registry import Component, ComponentConfig, Registry, validate_fields
+from nestkit.sections import DEFAULT_MODEL, MODEL_DATA_KEYS, field_default, section_at, switch_component
 from nestkit.train.config import ExpManagerConfig, TrainerConfig
 
 TOP_LEVEL_KEYS = ("name", "model", "trainer", "exp_manager")
-MODEL_DATA_KEYS = ("train_ds", "validation_ds")
-DEFAULT_MODEL = "nest"
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
@@ -153,16 +152,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: Iterable[str], registry: Registry | None = None, notes: list[str] | None = None
+) -> dict[str, Any]:
     """Apply ``dotted.key=value`` overrides. A missing parent that looks like a typo of an existing
     key is an error with a suggestion; other missing parents and new leaves are created and
     checked by validation (so an unknown field still fails, with a suggestion). Every bad
-    override is reported, together."""
+    override is reported, together. With ``registry``, ``section.name=other`` switches a component
+    section to another component: the keys it does not accept are dropped, with one line in
+    ``notes`` naming them."""
     data = copy.deepcopy(data)
     problems: list[RecipeError] = []
     for text in overrides:
         try:
-            _apply_override(data, text)
+            _apply_override(data, text, registry, notes if notes is not None else [])
         except RecipeError as err:
             problems.append(err)
     if problems:
@@ -170,7 +173,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def _apply_override(data: dict[str, Any], text: str) -> None:
+def _apply_override(data: dict[str, Any], text: str, registry: Registry | None, notes: list[str]) -> None:
     parts, value = parse_override(text)
     node: Any = data
     for depth, part in enumerate(parts[:-1]):
@@ -183,26 +186,36 @@ def _apply_override(data: dict[str, Any], text: str) -> None:
         node = node[part]
     if not isinstance(node, dict):
         raise RecipeError(f"override '{text}': {'.'.join(parts[:-1])} is not a mapping")
+    old = node.get(parts[-1])
+    if parts[-1] == "name" and registry is not None and isinstance(old, str) and isinstance(value, str) and value != old:
+        section = section_at(data, parts[:-1], registry)
+        dropped = switch_component(node, section.kind, value, registry) if section and section.kind else []
+        if dropped:
+            notes.append(f"{text}: dropped {', '.join(dropped)} (not fields of {value})")
     node[parts[-1]] = value
 
 
 # ---------------------------------------------------------------------------- interpolation
 
 
-def _lookup(data: Mapping[str, Any], dotted: str, key: str) -> Any:
+def _lookup(data: Mapping[str, Any], dotted: str, key: str, registry: Registry | None) -> Any:
     node: Any = data
-    for part in dotted.split("."):
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
         if isinstance(node, Mapping) and part in node:
             node = node[part]
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            raise RecipeError(f"'${{{dotted}}}' refers to a key that does not exist", key=key)
+            found, node = field_default(data, parts[: depth + 1], registry) if registry is not None else (False, None)
+            if not found:
+                raise RecipeError(f"'${{{dotted}}}' refers to a key that does not exist", key=key)
     return node
 
 
-def interpolate(data: dict[str, Any]) -> dict[str, Any]:
-    """Resolve ``${dotted.path}`` references against the whole recipe (chains allowed)."""
+def interpolate(data: dict[str, Any], registry: Registry | None = None) -> dict[str, Any]:
+    """Resolve ``${dotted.path}`` references against the whole recipe (chains allowed); with
+    ``registry``, a key the recipe does not write resolves to its component's default."""
 
     def resolve(value: Any, key: str, stack: tuple[str, ...]) -> Any:
         if isinstance(value, dict):
@@ -218,7 +231,7 @@ def interpolate(data: dict[str, Any]) -> dict[str, Any]:
             ref = ref.strip()
             if ref in stack:
                 raise RecipeError(f"'${{{ref}}}' is circular ({' -> '.join(stack + (ref,))})", key=key)
-            resolved[ref] = resolve(_lookup(data, ref, key), ref, stack + (ref,))
+            resolved[ref] = resolve(_lookup(data, ref, key, registry), ref, stack + (ref,))
         if whole:
             return resolved[whole.group(1).strip()]
         return _REF.sub(lambda m: str(resolved[m.group(1).strip()]), value)
@@ -246,6 +259,7 @@ class Recipe:
     scheduler_section: dict[str, Any] | None
     registry: Registry = field(repr=False, compare=False)  # what validated it, and what builds it
     source: str = ""
+    notes: list[str] = field(default_factory=list)  # what overrides changed beyond their key (dropped keys)
 
     @property
     def model_section(self) -> dict[str, Any]:
@@ -259,7 +273,10 @@ class Recipe:
         """The model (a ``torch.nn.Module``), built from the registry this recipe was validated with;
         its config is not validated again. What ``nestkit.build_model`` does, for modules inside
         nestkit (which do not import the package's facade)."""
-        return self.registry.make(self.model_component, self.model_config, key="model")
+        try:
+            return self.registry.make(self.model_component, self.model_config, key="model")
+        except RecipeError as err:
+            raise err.at(self.source) from err.__cause__
 
 
 def model_section(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -337,10 +354,12 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
 
 
 def load_recipe(
-    path: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), registry: Registry | None = None
+    path: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), registry: Registry | None = None,
+    notes: list[str] | None = None,
 ) -> Recipe:
     """Load, resolve and validate a recipe file (or mapping) with ``dotted.key=value`` overrides
-    against ``registry`` (default: the installed plugins)."""
+    against ``registry`` (default: the installed plugins). ``notes`` (also ``recipe.notes``)
+    receives a line for each override that changed more than its key, as soon as it is applied."""
     if registry is None:
         from nestkit.plugins import get_registry
 
@@ -350,8 +369,11 @@ def load_recipe(
     else:
         source = str(path)
         raw = load_raw(Path(path))
+    notes = notes if notes is not None else []
     try:
-        data = interpolate(apply_overrides(raw, overrides))
+        data = interpolate(apply_overrides(raw, overrides, registry, notes), registry)
     except RecipeError as err:
         raise err.at(source) from None
-    return validate(data, registry, source)
+    recipe = validate(data, registry, source)
+    recipe.notes = notes
+    return recipe

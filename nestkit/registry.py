@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nestkit.errors import RecipeError, combined, did_you_mean
+from nestkit.plugin_errors import BUILTIN_PROVIDER, raise_build_error
 
 KINDS: tuple[str, ...] = (
     "preprocessor",
@@ -182,6 +183,8 @@ class Registry:
             listing = ", ".join(installed) if installed else "none"
             raise RecipeError(f"unknown {kind} '{name}'{hint} (installed: {listing})", key=where)
         if len(candidates) > 1:
+            if any(c.provider == BUILTIN_PROVIDER for c in candidates):  # a plugin's clash never breaks recipes
+                return next(c for c in candidates if c.provider == BUILTIN_PROVIDER)
             both = " and ".join(c.qualified_name for c in candidates)
             raise RecipeError(f"{kind} '{bare}' is provided by {both}; pick one as 'provider:{bare}'", key=where)
         return candidates[0]
@@ -238,14 +241,18 @@ class Registry:
 
     def make(self, component: Component, config: ComponentConfig, key: str = "", **context: Any) -> Any:
         """Call ``component``'s factory with an already validated ``config`` (from the section at
-        ``key``); errors of the sections it builds are reported under ``key``."""
-        if not nested_kinds(component.config):
-            return component.factory(config, **context)
-        context.setdefault("registry", self)
+        ``key``); errors of the sections it builds are reported under ``key``, and what its own
+        code raises as one line naming it (:mod:`nestkit.plugin_errors`)."""
+        nested = bool(nested_kinds(component.config))
+        if nested:
+            context.setdefault("registry", self)
         try:
             return component.factory(config, **context)
         except RecipeError as err:
-            raise err.under(key) from None
+            raise (err.under(key) if nested else err) from err.__cause__
+        except Exception as exc:
+            raise_build_error(component, key, exc)
+            raise
 
 
 def validate_fields(

@@ -9,7 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from nestkit.data.config import DatasetConfig
-from nestkit.registry import Registry
+from nestkit.errors import RecipeError
+from nestkit.registry import Component, Registry
 from nestkit.train.config import ExpManagerConfig, TrainerConfig
 
 _KIND_KEY = "nestkit_kind"
@@ -43,6 +44,14 @@ def _model_schema(model: type[BaseModel], prefix: str, defs: dict[str, Any]) -> 
     return _rewrite(schema, prefix)
 
 
+def _bare_means(registry: Registry, component: Component) -> bool:
+    """Whether a recipe may name ``component`` without its provider (the registry's rule)."""
+    try:
+        return registry.get(component.kind, component.name) is component
+    except RecipeError:  # two plugins share the name: each must be named with its provider
+        return False
+
+
 def recipe_schema(registry: Registry) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a nestkit recipe for the installed components."""
     defs: dict[str, Any] = {}
@@ -51,15 +60,16 @@ def recipe_schema(registry: Registry) -> dict[str, Any]:
         for component in registry:
             if component.kind != kind:
                 continue
-            schema = _model_schema(component.config, f"{kind}.{component.name}.", defs)
-            names = [component.name, component.qualified_name]
+            ref = f"{kind}.{component.qualified_name}"  # every provider's definition, even of one name
+            schema = _model_schema(component.config, f"{ref}.", defs)
+            names = [component.name, component.qualified_name] if _bare_means(registry, component) else [component.qualified_name]
             schema["properties"] = {"name": {"enum": names, "description": component.summary}, **schema.get("properties", {})}
             schema["required"] = sorted(set(schema.get("required", [])) | ({"name"} if kind != "model" else set()))
-            schema["title"] = f"{kind}: {component.name}"
+            schema["title"] = f"{kind}: {component.qualified_name}"
             if kind == "optimizer":
                 schema["properties"]["sched"] = {"anyOf": [{"$ref": "#/$defs/section.scheduler"}, {"type": "null"}]}
-            defs[f"{kind}.{component.name}"] = schema
-            variants.append({"$ref": f"#/$defs/{kind}.{component.name}"})
+            defs[ref] = schema
+            variants.append({"$ref": f"#/$defs/{ref}"})
         defs[f"section.{kind}"] = {"anyOf": variants} if variants else {"type": "object"}
 
     dataset = _model_schema(DatasetConfig, "dataset.", defs)

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread per test process: the suite runs one worker per core (pytest -n auto), and the
+# training runs it starts inherit this, so workers do not oversubscribe the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 

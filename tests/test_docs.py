@@ -87,6 +87,9 @@ def shortened(command: str) -> list[str] | None:
             if arg == "-e":
                 target = argv[i + 1].split("[")[0].strip("\"'")
                 assert (ROOT / target / "pyproject.toml").exists(), f"README installs a missing package: {target}"
+        if "-e" not in argv:  # a test plugin of this repository: into site/, which run() puts on PYTHONPATH
+            return [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", "site",
+                    *(str(ROOT / package) for package in argv[2:])]
         return None  # installing is CI's job (.ci/run runs README's test command)
     if argv[:3] == ["python", "-m", "pytest"]:
         return None  # this is the suite itself
@@ -96,7 +99,7 @@ def shortened(command: str) -> list[str] | None:
         # A README run that asks for more steps continues the earlier one: two steps further.
         longer = ["trainer.max_steps=4"] if any(a.startswith("trainer.max_steps=") for a in argv) else []
         argv = [a for a in argv if not a.startswith("trainer.max_steps=")]
-        return [*nestkit_executable(), *argv[1:], *TINY, *longer]
+        return [*nestkit_executable(), *argv[1:3], *TINY, *argv[3:], *longer]  # README's overrides win
     if argv[0] == "torchrun":
         rest = argv[argv.index("-m"):]
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
@@ -113,7 +116,8 @@ def shortened(command: str) -> list[str] | None:
 
 def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **ENV}, stdin=subprocess.DEVNULL)
+                          env={**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(cwd / "site"), os.environ.get("PYTHONPATH", "")])},
+                          stdin=subprocess.DEVNULL)
 
 
 def check_tensorboard(logdir: Path) -> None:

@@ -123,12 +123,17 @@ def test_sigterm_saves_and_exits(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     deadline = time.time() + 120
-    for line in proc.stdout:
-        if line.startswith("step 3/"):
-            proc.send_signal(signal.SIGTERM)
-            break
-        assert time.time() < deadline
-    out, err = proc.communicate(timeout=120)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step 3/"):
+                proc.send_signal(signal.SIGTERM)
+                break
+            assert time.time() < deadline, "no 'step 3/' line within 120 s"
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave a 100000-step run behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 143, err
     assert "stopped by" in out and "SIGTERM" in out
     state = load_checkpoint(tmp_path / "exp" / "tiny" / "checkpoints" / "last.ckpt")

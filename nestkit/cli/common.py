@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nestkit.errors import RecipeErrors
 
 if TYPE_CHECKING:
     from nestkit.errors import NestkitError
+    from nestkit.recipe import Recipe
     from nestkit.registry import Registry
 
 MAX_ERROR_LINES = 20
@@ -20,6 +24,19 @@ def loaded_registry() -> Registry:
     registry = get_registry()
     warn_failures(registry)
     return registry
+
+
+def load_cli_recipe(path: Path, overrides: Sequence[str], quiet: bool = False) -> Recipe:
+    """The recipe validated against the installed plugins; what its overrides changed beyond their
+    keys is printed as ``note:`` lines (unless ``quiet``), also when the recipe is invalid."""
+    from nestkit.recipe import load_recipe
+
+    notes: list[str] = []
+    try:
+        return load_recipe(path, overrides, registry=loaded_registry(), notes=notes)
+    finally:
+        for line in [] if quiet else notes:
+            print(f"note: {line}", file=sys.stderr)
 
 
 def error_lines(err: NestkitError) -> list[str]:

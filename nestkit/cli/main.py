@@ -57,17 +57,32 @@ def main() -> None:
     try:
         app()
     except NestkitError as err:
-        if os.environ.get("NESTKIT_DEBUG") or "--debug" in sys.argv:
+        if _debug():
             raise
-        lines = error_lines(err)
-        from nestkit.train import worker_errors
-
-        if not worker_errors.record(lines):  # a DDP run prints each error once, not once per rank
-            print("\n".join(lines), file=sys.stderr)
-        sys.exit(err.exit_code)
+        _exit(error_lines(err), err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # a plugin's bug: one line naming the plugin (--debug: the traceback)
+        from nestkit.plugin_errors import crash_line
+        from nestkit.plugins import get_registry
+
+        line = None if _debug() else crash_line(exc, get_registry())
+        if line is None:
+            raise
+        _exit([line], 1)
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("NESTKIT_DEBUG")) or "--debug" in sys.argv
+
+
+def _exit(lines: list[str], code: int) -> None:
+    from nestkit.train import worker_errors
+
+    if not worker_errors.record(lines):  # a DDP run prints each error once, not once per rank
+        print("\n".join(lines), file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

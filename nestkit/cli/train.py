@@ -38,11 +38,12 @@ def train(
     """
     if debug:
         os.environ["NESTKIT_DEBUG"] = "1"
-    from nestkit.cli.common import loaded_registry
-    from nestkit.recipe import load_recipe
+    from nestkit.cli.common import load_cli_recipe
     from nestkit.train import distributed
 
-    resolved = load_recipe(recipe, overrides or (), registry=loaded_registry())
+    # a worker of `--devices N` (or a rank > 0 of torchrun) says nothing its launcher (rank 0) said
+    worker = bool(os.environ.get(distributed.LAUNCHED_ENV)) or os.environ.get("RANK", "0") != "0"
+    resolved = load_cli_recipe(recipe, overrides or (), quiet=worker)
     wanted = distributed.parse_devices(devices) if devices is not None else resolved.trainer.devices
     if not distributed.launched_by_torchrun():
         nproc = distributed.wanted_processes(wanted, resolved.trainer.accelerator)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
-from nestkit.cli.common import loaded_registry
+from nestkit.cli.common import load_cli_recipe
 
 
 def validate(
@@ -14,6 +15,7 @@ def validate(
     overrides: list[str] | None = typer.Argument(None, help="dotted.key=value overrides."),
     params: bool = typer.Option(True, "--params/--no-params", help="Build the model and count its parameters."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the resolved recipe."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
     """Validate a recipe, print it resolved, and count the model's parameters per module.
 
@@ -26,10 +28,10 @@ def validate(
     from rich.console import Console
     from rich.syntax import Syntax
 
-    from nestkit.recipe import load_recipe
-
+    if debug:
+        os.environ["NESTKIT_DEBUG"] = "1"
     console = Console()
-    resolved = load_recipe(recipe, overrides or (), registry=loaded_registry())
+    resolved = load_cli_recipe(recipe, overrides or ())
     from nestkit.checks import recipe_warnings
 
     for line in recipe_warnings(resolved):

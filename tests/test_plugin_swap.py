@@ -1,0 +1,209 @@
+"""Plugin authors' side, through the real executable with two pip-installed plugin packages written
+against the public API only (tests/plugins/tiny_lstm: an encoder without optional capabilities;
+tests/plugins/clash: an encoder registered under the built-in name fast_conformer):
+swapping a component from the command line, one-line errors from plugin code, name clashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+import nestkit
+from _train_recipe import tiny_recipe
+from conftest import ROOT, run_nestkit
+from nestkit import plugins
+from nestkit.data import demo_manifests
+from nestkit.errors import RecipeError
+from nestkit.plugin_errors import crash_line
+from nestkit.plugins import get_registry, load_registry
+from nestkit.recipe import interpolate, load_recipe
+
+LSTM_ONLY = {"NESTKIT_DISABLE_PLUGINS": "clash"}
+CLASH_WARNING = ("warning: nestkit-clash also registers encoder 'fast_conformer': the bare name means nestkit's; "
+                 "write 'nestkit-clash:fast_conformer' for nestkit-clash's")
+# what tiny_lstm's config does not accept of the tiny recipe's fast_conformer section
+SWAP_NOTE = ("note: model.encoder.name=tiny_lstm: dropped n_heads, subsampling_conv_channels, conv_kernel_size, "
+             "dropout_pre_encoder, dropout_emb (not fields of tiny_lstm)")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("swap_site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
+         str(ROOT / "tests" / "plugins" / "tiny_lstm"), str(ROOT / "tests" / "plugins" / "clash")],
+        check=True, timeout=300, capture_output=True,
+    )
+    return target
+
+
+def with_plugins(site: Path, *args: str, clash: bool = False) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    return run_nestkit(*args, env={"PYTHONPATH": path, "OMP_NUM_THREADS": "1", **({} if clash else LSTM_ONLY)})
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny recipe, its token grouping read from the encoder: ``${model.encoder.subsampling_factor}``,
+    a key its encoder section does not write (the component's default is meant)."""
+    folder = tmp_path_factory.mktemp("swap")
+    data = tiny_recipe(folder / "exp", max_steps=3, val_check_interval=3, limit_val_batches=1, log_every_n_steps=1)
+    data["model"]["quantizer"]["combine_time_steps"] = "${model.encoder.subsampling_factor}"
+    data["model"]["loss"]["combine_time_steps"] = "${model.encoder.subsampling_factor}"
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def swap_run(site: Path, recipe: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The one training run: three steps of tiny_lstm, swapped in on the command line; its folder."""
+    result = with_plugins(site, "train", str(recipe), "model.encoder.name=tiny_lstm", "model.encoder.hidden_size=32")
+    return result, recipe.parent / "exp" / "tiny"
+
+
+def test_swapping_the_encoder_on_the_command_line_trains_a_plugin_without_capabilities(
+    swap_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, folder = swap_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert lines(result.stderr)[0] == SWAP_NOTE
+    assert re.search(r"^ +steps +3$", result.stdout, flags=re.M), result.stdout
+    resolved = yaml.safe_load((folder / "recipe.yaml").read_text())["model"]
+    assert resolved["encoder"] == {"name": "tiny_lstm", "feat_in": 40, "n_layers": 1, "d_model": 32, "dropout": 0.0,
+                                   "hidden_size": 32}
+    # tiny_lstm's default subsampling_factor (4), not fast_conformer's (8)
+    assert resolved["quantizer"]["combine_time_steps"] == 4 and resolved["loss"]["combine_time_steps"] == 4
+    assert (folder / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_plugin_refusing_its_settings_is_one_line_and_a_run_leaves_no_folder(site: Path, recipe: Path, tmp_path: Path) -> None:
+    expected = (f"error: {recipe}: model.encoder (nestkit-tiny-lstm:tiny_lstm): "
+                "hidden_size (16) must be at least d_model (32)")
+    swap = ["model.encoder.name=tiny_lstm", "model.encoder.hidden_size=16", f"exp_manager.exp_dir={tmp_path / 'exp'}"]
+    validate = with_plugins(site, "validate", "-q", str(recipe), *swap)
+    assert validate.returncode == 2
+    assert lines(validate.stderr) == [SWAP_NOTE, expected]
+    train = with_plugins(site, "train", str(recipe), *swap, clash=True)  # the clash warning comes first, the rest alike
+    assert train.returncode == 2
+    assert lines(train.stderr) == [CLASH_WARNING, SWAP_NOTE, expected]
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_plugin_bug_names_the_plugin_and_debug_shows_its_traceback(site: Path, recipe: Path) -> None:
+    args = ["validate", "-q", str(recipe), "model.encoder.name=tiny_lstm", "model.encoder.init=xavier"]
+    result = with_plugins(site, *args)
+    assert result.returncode == 1
+    assert lines(result.stderr) == [SWAP_NOTE, (
+        f"error: {recipe}: model.encoder (nestkit-tiny-lstm:tiny_lstm): KeyError: 'xavier' "
+        "(a bug in nestkit-tiny-lstm? rerun with --debug for the traceback)")]
+    debug = with_plugins(site, *args, "--debug")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "nestkit_tiny_lstm" in debug.stderr and "\nKeyError: 'xavier'" in debug.stderr
+
+
+def test_a_plugin_crash_after_building_names_the_plugin_and_where(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plugin code failing later (a forward pass in training) is one line too: what the command prints."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(site))
+    registry = load_registry()
+    encoder = registry.build("encoder", {"name": "tiny_lstm", "feat_in": 8, "d_model": 16})
+    with pytest.raises(RuntimeError) as caught:
+        encoder(torch.zeros(2, 5, 16), torch.tensor([16, 12]))  # 5 feature channels, not 8
+    line = crash_line(caught.value, registry)
+    assert line is not None and line.startswith("error: plugin nestkit-tiny-lstm raised RuntimeError: "), line
+    assert "(nestkit_tiny_lstm, line " in line and line.endswith("; rerun with --debug for the traceback")
+    assert crash_line(RuntimeError("elsewhere"), registry) is None
+
+
+def test_a_plugin_reusing_a_builtin_name_breaks_no_shipped_recipe(site: Path) -> None:
+    demo = with_plugins(site, "validate", "-q", "--no-params", "recipes/nest_demo.yaml", clash=True)
+    assert demo.returncode == 0, demo.stderr
+    assert lines(demo.stderr) == [CLASH_WARNING]
+
+    describe = with_plugins(site, "describe", "encoder", "fast_conformer", clash=True)
+    assert describe.returncode == 0 and lines(describe.stderr) == [CLASH_WARNING]
+    assert "provider: nestkit 0.1.0" in describe.stdout and "n_heads" in describe.stdout
+
+    schema = with_plugins(site, "schema", clash=True)
+    assert schema.returncode == 0 and lines(schema.stderr) == [CLASH_WARNING]
+    schema = json.loads(schema.stdout)
+    validator = jsonschema.Draft202012Validator(schema)
+    data = load_recipe(ROOT / "recipes" / "nest_demo.yaml").data
+    assert validator.is_valid(data)
+    data["model"]["encoder"]["name"] = "nestkit:fast_conformer"
+    assert validator.is_valid(data)  # was checked against the plugin's definition, which has no n_heads
+    data["model"]["encoder"]["name"] = "nestkit-clash:fast_conformer"
+    assert not validator.is_valid(data)
+    data["model"]["encoder"] = {"name": "nestkit-clash:fast_conformer", "feat_in": 80, "d_model": 96}
+    assert validator.is_valid(data)
+    names = {key: schema["$defs"][key]["properties"]["name"]["enum"] for key in schema["$defs"] if key.endswith(":fast_conformer")}
+    assert names == {"encoder.nestkit:fast_conformer": ["fast_conformer", "nestkit:fast_conformer"],
+                     "encoder.nestkit-clash:fast_conformer": ["nestkit-clash:fast_conformer"]}
+
+
+def test_a_recipe_picks_the_clashing_plugin_by_provider_and_switches_to_its_fields(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How train resolves names (the same load_recipe as validate): the bare name is the built-in,
+    ``provider:name`` the plugin, and switching to it keeps the keys the plugin's config has."""
+    monkeypatch.syspath_prepend(str(site))
+    registry = load_registry()
+    demo = ROOT / "recipes" / "nest_demo.yaml"
+    assert load_recipe(demo, registry=registry).data["model"]["encoder"]["n_heads"] == 4  # the built-in's field
+    assert registry.get("encoder", "fast_conformer").provider == "nestkit"
+    notes: list[str] = []
+    swapped = load_recipe(demo, ["model.encoder.name=nestkit-clash:fast_conformer"], registry=registry, notes=notes)
+    assert swapped.data["model"]["encoder"] == {"name": "nestkit-clash:fast_conformer", "feat_in": 80, "d_model": 96,
+                                                "subsampling_factor": 8}
+    assert swapped.notes == notes and len(notes) == 1
+    assert notes[0].startswith("model.encoder.name=nestkit-clash:fast_conformer: dropped feat_out, ")
+    assert notes[0].endswith(", dropout_att, stochastic_depth_drop_prob, stochastic_depth_mode, stochastic_depth_start_layer "
+                             "(not fields of nestkit-clash:fast_conformer)")
+
+
+def test_interpolation_reads_the_default_of_a_key_the_recipe_does_not_write() -> None:
+    data = {"model": {"encoder": {"name": "fast_conformer"}, "optim": {"name": "adamw", "sched": {"name": "noam"}},
+                      "tokens": "${model.encoder.subsampling_factor}", "books": "${model.num_books}",
+                      "floor": "${model.optim.sched.min_lr}"},
+            "trainer": {"keep": "${exp_manager.checkpoint_callback_params.save_top_k}"}}
+    resolved = interpolate(data, get_registry())
+    assert {k: resolved["model"][k] for k in ("tokens", "books", "floor")} == {"tokens": 8, "books": 1, "floor": 0.0}
+    assert resolved["trainer"]["keep"] == 1
+    with pytest.raises(RecipeError, match=r"model.x: '\$\{model.encoder.n_head\}' refers to a key that does not exist"):
+        interpolate({"model": {"encoder": {"name": "fast_conformer"}, "x": "${model.encoder.n_head}"}}, get_registry())
+    with pytest.raises(RecipeError, match="refers to a key that does not exist"):
+        interpolate(data)  # no registry, no defaults
+
+
+def test_switching_a_component_by_override_keeps_the_keys_it_accepts() -> None:
+    demo = ROOT / "recipes" / "nest_demo.yaml"
+    notes: list[str] = []
+    recipe = load_recipe(demo, ["model.optim.name=sgd", "model.encoder.name=nestkit:fast_conformer"], notes=notes)
+    assert notes == ["model.optim.name=sgd: dropped betas (not fields of sgd)"]
+    assert recipe.data["model"]["optim"]["sched"]["name"] == "noam"  # the scheduler section stays
+    assert recipe.data["model"]["encoder"]["n_heads"] == 4  # the same component, written with its provider
+    with pytest.raises(RecipeError, match=r"model.encoder.name: unknown encoder 'fast_conformr'; did you mean 'fast_conformer'"):
+        load_recipe(demo, ["model.encoder.name=fast_conformr"], notes=notes)
+    assert len(notes) == 1  # an unknown name drops nothing: validation says what is wrong
+
+
+def test_plugin_failures_lists_what_failed_to_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_core_plugins import _entry_points
+
+    monkeypatch.setattr(plugins, "_registry", load_registry(_entry_points("Good", "Raising")))
+    assert [(f.plugin, f.error) for f in nestkit.plugin_failures()] == [("raising", "RuntimeError: half-way through")]
+    assert [c.name for c in nestkit.list_components("encoder")] == ["good_enc"]  # the raising hook registered nothing
