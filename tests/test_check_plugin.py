@@ -109,10 +109,11 @@ def test_check_plugin_passes_the_builtins_and_both_plugin_packages() -> None:
 
 def test_check_plugin_exit_codes(broken: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     unknown = run_nestkit("check-plugin", "nestkit-augmnet")
-    assert unknown.returncode == 2 and unknown.stdout == ""
-    assert unknown.stderr.strip() == ("error: unknown distribution 'nestkit-augmnet': none installed registers nestkit components "
-                                      "(those that do: nestkit, nestkit-augment, nestkit-bestrq-extras)")
+    assert unknown.returncode == 2 and unknown.stdout == "" and len(unknown.stderr.splitlines()) == 1, unknown.stderr
+    assert unknown.stderr.startswith("error: unknown distribution 'nestkit-augmnet'; did you mean 'nestkit-augment'? (installed nestkit plugins: ")
+    assert all(dist in unknown.stderr for dist in DISTS)
     monkeypatch.setattr(check_plugin, "loaded_registry", lambda: broken)
+    monkeypatch.setattr(check_plugin, "_installed_plugins", lambda: {"broken-doubles": "broken-doubles"})
     failing = CliRunner().invoke(app, ["check-plugin", "broken_doubles"], env={"COLUMNS": "200"})  # names compare as pip does
     assert failing.exit_code == 1, failing.output
     assert "3 components checked: 0 passed, 3 failed" in failing.output

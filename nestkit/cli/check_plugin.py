@@ -7,12 +7,21 @@ import re
 import typer
 
 from nestkit.cli.common import loaded_registry
-from nestkit.errors import NestkitError
+from nestkit.errors import NestkitError, did_you_mean
 
 
 def _canonical(name: str) -> str:
     """A distribution name as pip compares it (PEP 503: case and -_. runs do not matter)."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _installed_plugins() -> dict[str, str]:
+    """The distributions with a ``nestkit`` entry point, canonical name -> name (nothing imported)."""
+    from importlib.metadata import entry_points
+
+    from nestkit.plugins import ENTRY_POINT_GROUP
+
+    return {_canonical(ep.dist.metadata["Name"]): ep.dist.metadata["Name"] for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.dist}
 
 
 def check_plugin(
@@ -28,16 +37,18 @@ def check_plugin(
 
         nestkit check-plugin nestkit nestkit-augment nestkit-bestrq-extras
     """
-    registry = loaded_registry()
-    providers = {_canonical(c.provider): c.provider for c in registry}
-    failed_plugins = {_canonical(f.provider): f for f in registry.failures}
+    installed = _installed_plugins()  # first without importing any plugin (fast), then what registered
     for dist in dists:
-        if _canonical(dist) in providers:
-            continue
-        if _canonical(dist) in failed_plugins:
-            raise NestkitError(f"distribution '{dist}': its plugin failed to load ({failed_plugins[_canonical(dist)].error}), so it registers nothing")
-        raise NestkitError(f"unknown distribution '{dist}': none installed registers nestkit components "
-                           f"(those that do: {', '.join(sorted(providers.values()))})")
+        if _canonical(dist) not in installed:
+            raise NestkitError(f"unknown distribution '{dist}'{did_you_mean(dist, installed.values())} (installed nestkit "
+                               f"plugins: {', '.join(sorted(installed.values()))})")
+    registry = loaded_registry()
+    providers = {_canonical(c.provider) for c in registry}
+    failed = {_canonical(f.provider): f.error for f in registry.failures}
+    for dist in dists:
+        if _canonical(dist) not in providers:
+            why = f": its plugin failed to load ({failed[_canonical(dist)]})" if _canonical(dist) in failed else ""
+            raise NestkitError(f"distribution '{dist}' registers no component{why}")
     chosen = [c for c in registry if _canonical(c.provider) in {_canonical(d) for d in dists}]
 
     from rich.console import Console

@@ -7,7 +7,8 @@ First the component's own plugin is asked (its ``nestkit_check_section`` hook, s
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import functools
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,22 @@ TEST_SIZES: dict[str, int] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _plugins_by_provider() -> dict[str, list[EntryPoint]]:
+    """The installed entry points of the group, by distribution (scanning them is slow)."""
+    found: dict[str, list[EntryPoint]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.dist is not None:
+            found.setdefault(ep.dist.metadata["Name"], []).append(ep)
+    return found
+
+
 def provider_section(component: Component, workdir: Path) -> dict[str, Any] | None:
     """What the plugin that registered ``component`` answers to ``nestkit_check_section``, or None."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.dist is not None and ep.dist.metadata["Name"] == component.provider:
-            manager.register(ep.load(), name=ep.name)
+    for ep in _plugins_by_provider().get(component.provider, []):
+        manager.register(ep.load(), name=ep.name)
     return manager.hook.nestkit_check_section(kind=component.kind, name=component.name, workdir=workdir)
 
 

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from nestkit.contracts import EXTRACTION, LAYERS, BatchAugmentor, Optimizer, Scheduler
 from nestkit.data.batch import AudioBatch
 from nestkit.testing.harness import (
-    BATCH, Subject, audio_batch, bf16, determinism, expect, feature_batch, finite, in_mode, same, saved, seeded,
-    state_round_trip, valid,
+    BATCH, Subject, audio_batch, bf16, determinism, expect, feature_batch, finite, in_mode, same, saved, seed_cpu,
+    seeded, state_round_trip, valid,
 )
 from nestkit.train.contracts import MaskedTokenOutput, TrainingOutput
 
@@ -77,7 +77,7 @@ def feature_augmentor(s: Subject) -> None:
 
 
 def _tiny_net() -> nn.Module:
-    torch.manual_seed(17)
+    seed_cpu(17)
     return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 1))
 
 
@@ -103,9 +103,9 @@ def optimizer(s: Subject) -> None:
     with s.check("contract"):
         expect(isinstance(opt, Optimizer), "not an optimizer (step, zero_grad, state_dict, load_state_dict, param_groups)")
     with s.check("steps"):
-        losses = _steps(net, opt, 30)
-        expect(all(torch.isfinite(p).all() for p in net.parameters()), "parameters are not finite after 30 steps")
-        expect(losses[-1] < losses[0], f"30 steps did not lower a regression loss ({losses[0]:.4f} -> {losses[-1]:.4f})")
+        losses = _steps(net, opt, 10)
+        expect(all(torch.isfinite(p).all() for p in net.parameters()), "parameters are not finite after 10 steps")
+        expect(losses[-1] < losses[0], f"10 steps did not lower a regression loss ({losses[0]:.4f} -> {losses[-1]:.4f})")
     with s.check("state_dict"):
         twin_net = copy.deepcopy(net)
         twin = s.build(1, params=list(twin_net.named_parameters()))
@@ -131,7 +131,7 @@ def scheduler(s: Subject) -> None:
         expect(isinstance(sched, Scheduler), "not a scheduler (step, get_last_lr, state_dict, load_state_dict)")
     with s.check("steps"):
         rates = []
-        for _ in range(30):
+        for _ in range(10):
             _steps(net, opt, 1, sched)
             rates += sched.get_last_lr()
         expect(all(r >= 0 and r == r and r != float("inf") for r in rates), f"learning rates not finite and >= 0: {rates[:5]}...")
