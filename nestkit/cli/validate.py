@@ -43,8 +43,9 @@ def validate(
         from nestkit.summary import parameter_table
 
         model = build_model(resolved)
-        from nestkit.train.setup import check_block_options
+        from nestkit.train.setup import check_block_options, encoder_name
 
-        check_block_options(model, compile=resolved.trainer.compile, activation_checkpointing=resolved.trainer.activation_checkpointing)
+        check_block_options(model, compile=resolved.trainer.compile, activation_checkpointing=resolved.trainer.activation_checkpointing,
+                            encoder=encoder_name(resolved))
         console.print(parameter_table(model))
     console.print(f"[green]ok[/green] {recipe}")

@@ -27,7 +27,7 @@ from nestkit.train.logging import ScalarLogger
 from nestkit.train.metrics import TrainMetrics, run_metrics
 from nestkit.train.progress import Progress, validation_line
 from nestkit.train.report import TrainResult, conclude, finished_line, start_summary
-from nestkit.train.setup import build_parts, configure_blocks, wrap_distributed
+from nestkit.train.setup import build_parts, configure_blocks, encoder_name, wrap_distributed
 from nestkit.train.state import Position, ResumePlan, checkpoint_state, find_resume, restore
 from nestkit.train.step import StepRunner
 from nestkit.train.stopping import StopRequest, explain_crash
@@ -69,7 +69,8 @@ class Trainer:
         torch.backends.cudnn.benchmark = cfg.benchmark
         self.parts = build_parts(self.recipe, device=info.device, model=self._model, distributed=info.distributed,
                                  scheduler_steps=cfg.max_steps if cfg.max_steps > 0 else None, sync_batchnorm=cfg.sync_batchnorm)
-        configure_blocks(self.parts, compile=cfg.compile, activation_checkpointing=cfg.activation_checkpointing)
+        configure_blocks(self.parts, compile=cfg.compile, activation_checkpointing=cfg.activation_checkpointing,
+                         encoder=encoder_name(self.recipe))
         wrap_distributed(self.parts, find_unused_parameters=cfg.strategy == "ddp_find_unused_parameters_true")
         self.train_cfg, self.train_loader, self.val_loader = build_loaders(
             self.recipe, self._loader_factory, seed=cfg.seed, rank=info.rank, world_size=info.world_size, say=self._say)

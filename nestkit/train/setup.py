@@ -70,17 +70,24 @@ class TrainingParts:
         return autocast(self.device, self.precision)
 
 
+def encoder_name(recipe: Any) -> str:
+    """The registry name of a recipe's encoder (empty when its model has no encoder section)."""
+    return str((recipe.data["model"].get("encoder") or {}).get("name", ""))
+
+
 def check_block_options(
-    model: nn.Module, *, compile: bool | None, activation_checkpointing: int, names: Mapping[str, str] = RECIPE_KEYS
+    model: nn.Module, *, compile: bool | None, activation_checkpointing: int, names: Mapping[str, str] = RECIPE_KEYS,
+    encoder: str = "",
 ) -> None:
     """One line per option that needs encoder blocks (:class:`nestkit.contracts.BlockEncoder`)
-    the model's encoder does not have (``nestkit validate`` checks this on the model it builds)."""
+    the model's encoder (registry name ``encoder``) does not have; ``nestkit validate`` checks
+    this on the model it builds."""
     if encoder_blocks(model):
         return
     owner, part = ("encoder", model.encoder) if isinstance(model, EncoderModel) else ("model", model)
+    label = f"encoder {encoder}" if encoder else f"{owner} {type(part).__name__}"
     asked = (("activation_checkpointing", activation_checkpointing, "activation checkpointing", "0"), ("compile", compile, "compiling", "false"))
-    problems = [lacking(part, BLOCKS, component=f"{owner} {type(part).__name__}", needed_by=needs,
-                        fix=f"set it to {off}", key=names[option])
+    problems = [lacking(part, BLOCKS, component=label, needed_by=needs, fix=f"set it to {off}", key=names[option])
                 for option, value, needs, off in asked if value]
     found = [p for p in problems if p is not None]
     if found:
@@ -88,13 +95,14 @@ def check_block_options(
 
 
 def configure_blocks(
-    parts: TrainingParts, *, compile: bool | None, activation_checkpointing: int, names: Mapping[str, str] = RECIPE_KEYS
+    parts: TrainingParts, *, compile: bool | None, activation_checkpointing: int, names: Mapping[str, str] = RECIPE_KEYS,
+    encoder: str = "",
 ) -> None:
     """Checkpoint and/or compile the encoder blocks in place (parameter names do not change).
 
     ``compile=None`` compiles on CUDA only, and a compiler failure then falls back to eager."""
     model = parts.model
-    check_block_options(model, compile=compile, activation_checkpointing=activation_checkpointing, names=names)
+    check_block_options(model, compile=compile, activation_checkpointing=activation_checkpointing, names=names, encoder=encoder)
     if activation_checkpointing:
         parts.checkpointed_layers = checkpoint_encoder_layers(model, activation_checkpointing)
     if compile or (compile is None and parts.device.type == "cuda"):
