@@ -29,7 +29,7 @@ def _training_durations(recipe: Recipe) -> tuple[np.ndarray, str] | None:
     from nestkit.data.manifest import read_manifest
 
     ds = recipe.train_ds
-    if ds is None:
+    if ds is None or ds.use_lhotse:  # Lhotse cuts are read lazily, never all at once
         return None
     source = ds.manifest_filepath if ds.manifest_filepath is not None else str(demo_manifests()[0])
     try:

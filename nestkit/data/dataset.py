@@ -87,6 +87,10 @@ class ItemReader:
             )
         except AudioReadError as err:
             return SkippedItem(index, err.reason, ref.path)
+        return self.utterance(index, audio, epoch)
+
+    def utterance(self, index: int, audio: torch.Tensor, epoch: int) -> AudioItem:
+        """A decoded (T,) utterance padded to the minimum length, with its noise drawn."""
         if self.min_len:
             audio = pad_to_length(audio, self.min_len, self.pad_audio_mode)
         rng = np.random.default_rng([self.seed, epoch, index])

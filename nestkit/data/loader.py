@@ -23,6 +23,7 @@ import torch
 from nestkit.data.batch import AudioBatch, BatchAugmentor
 from nestkit.data.config import DatasetConfig
 from nestkit.data.dataset import BatchSpec, ItemReader, ItemRef, ManifestBatchDataset, batch_seed
+from nestkit.data.lhotse_keys import INSTALL_HINT
 from nestkit.data.manifest import Manifest, ManifestReport, first_existing, read_manifest
 from nestkit.data.noise import NoiseSource
 from nestkit.data.samplers import BucketedBatchSampler, ShuffledBatchSampler, padding_fraction
@@ -32,6 +33,7 @@ from nestkit.data.workers import pin_memory, torch_loader, worker_count
 from nestkit.errors import DataError
 
 if TYPE_CHECKING:
+    from nestkit.data.lhotse import LhotseLoader
     from nestkit.registry import Registry
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_data"
@@ -211,6 +213,17 @@ class AudioLoader:
         return f"{self.summary.summary()} ({kind}{extra})"
 
 
+def lhotse_loader_builder(train: bool) -> Any:
+    """:func:`nestkit.data.lhotse.build_lhotse_loader`, imported only now; one line when Lhotse is missing."""
+    try:
+        from nestkit.data.lhotse import build_lhotse_loader
+    except ImportError as exc:
+        why = "which is not installed" if exc.name == "lhotse" else f"which fails to import ({exc})"
+        raise DataError(f"model.{'train' if train else 'validation'}_ds.use_lhotse: true needs Lhotse, {why} "
+                        f"({INSTALL_HINT})") from None
+    return build_lhotse_loader
+
+
 def build_dataloader(
     cfg: DatasetConfig,
     *,
@@ -221,8 +234,9 @@ def build_dataloader(
     world_size: int = 1,
     epoch: int = 0,
     registry: Registry | None = None,
-) -> AudioLoader:
-    """The loader for one split. ``cfg.manifest_filepath`` must be set (see :func:`demo_manifests`).
+) -> AudioLoader | LhotseLoader:
+    """The loader for one split. ``cfg.manifest_filepath`` must be set (see :func:`demo_manifests`),
+    or ``use_lhotse`` with Lhotse cuts or Shar (:mod:`nestkit.data.lhotse`).
 
     The batch augmentor is built from ``registry``: pass the recipe's (``recipe.registry``);
     None means the installed plugins, as for ``nestkit.build``.
@@ -231,7 +245,7 @@ def build_dataloader(
     otherwise, and streams tar shards when ``is_tarred``. Validation (``train=False``) draws
     the same noise and mixing every epoch.
     """
-    if cfg.manifest_filepath is None:
+    if cfg.manifest_filepath is None and not cfg.use_lhotse:
         raise DataError("manifest_filepath is not set (nestkit.data.demo_manifests() gives the bundled demo data)")
     if cfg.sample_rate != sample_rate:
         raise DataError(f"dataset sample_rate {cfg.sample_rate} differs from the model's {sample_rate}")
@@ -246,6 +260,11 @@ def build_dataloader(
 
             registry = get_registry()
         augmentor = registry.build("augmentor", cfg.batch_augmentor, key="batch_augmentor")
+    seed = cfg.seed if cfg.seed is not None else seed
+    if cfg.use_lhotse:
+        return lhotse_loader_builder(train)(cfg, augmentor, sample_rate=sample_rate, train=train, seed=seed, rank=rank,
+                                            world_size=world_size, epoch=epoch)
+    assert cfg.manifest_filepath is not None
     manifest = read_manifest(
         cfg.manifest_filepath,
         min_duration=cfg.min_duration,

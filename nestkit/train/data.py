@@ -28,12 +28,12 @@ def resolve_datasets(recipe: Any) -> Datasets:
     """The recipe's datasets; a null ``train_ds.manifest_filepath`` means the bundled demo data."""
     train = recipe.train_ds or DatasetConfig()
     val = recipe.validation_ds
-    if train.manifest_filepath is not None:
-        return Datasets(train, val if val is not None and val.manifest_filepath is not None else None)
+    if train.has_data:
+        return Datasets(train, val if val is not None and val.has_data else None)
     demo = _demo()
     train = train.model_copy(update={"manifest_filepath": demo["train"], "noise_manifest": train.noise_manifest or demo["noise"]})
     val_base = val or DatasetConfig(batch_size=train.batch_size, shuffle=False)
-    if val_base.manifest_filepath is None:
+    if not val_base.has_data:
         val = val_base.model_copy(update={"manifest_filepath": demo["validation"], "noise_manifest": val_base.noise_manifest or demo["noise"]})
     else:
         val = val_base
