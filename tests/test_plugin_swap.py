@@ -89,6 +89,24 @@ def test_swapping_the_encoder_on_the_command_line_trains_a_plugin_without_capabi
     assert (folder / "checkpoints" / "last.ckpt").exists()
 
 
+def test_what_the_plugin_encoder_cannot_do_is_one_line(
+    site: Path, recipe: Path, swap_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    checkpoint = swap_run[1] / "checkpoints" / "last.ckpt"
+    extract = with_plugins(site, "extract", str(checkpoint), str(demo_manifests()[1]), str(recipe.parent / "feats"), "--layer", "0")
+    assert extract.returncode == 2, extract.stderr
+    [line] = lines(extract.stderr)
+    assert line.startswith("error: ") and "tiny_lstm" in line and "--layer" in line and "forward_layers" in line, line
+    assert not (recipe.parent / "feats").exists()
+
+    post_conv = with_plugins(site, "validate", "-q", str(recipe), "model.encoder.name=tiny_lstm", "model.mask_position=post_conv")
+    assert post_conv.returncode == 2, post_conv.stderr
+    assert lines(post_conv.stderr)[0] == SWAP_NOTE
+    [line] = lines(post_conv.stderr)[1:]
+    assert line.startswith(f"error: {recipe}: model.encoder") and "tiny_lstm" in line and "post_conv" in line, line
+    assert "subsample" in line, line
+
+
 def test_a_plugin_refusing_its_settings_is_one_line_and_a_run_leaves_no_folder(site: Path, recipe: Path, tmp_path: Path) -> None:
     expected = (f"error: {recipe}: model.encoder (nestkit-tiny-lstm:tiny_lstm): "
                 "hidden_size (16) must be at least d_model (32)")
