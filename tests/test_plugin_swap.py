@@ -225,3 +225,16 @@ def test_plugin_failures_lists_what_failed_to_load(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(plugins, "_registry", load_registry(_entry_points("Good", "Raising")))
     assert [(f.plugin, f.error) for f in nestkit.plugin_failures()] == [("raising", "RuntimeError: half-way through")]
     assert [c.name for c in nestkit.list_components("encoder")] == ["good_enc"]  # the raising hook registered nothing
+
+
+def test_a_builtin_factory_refusing_its_settings_is_the_same_one_line() -> None:
+    """What the trainer's scheduler build raises for a setting only the factory can judge."""
+    import torch
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(RecipeError) as caught:
+        get_registry().build("scheduler", {"name": "cosine_annealing"}, key="model.optim.sched",
+                             optimizer=optimizer, trainer_max_steps=None)
+    assert str(caught.value) == ("model.optim.sched (nestkit:cosine_annealing): cosine_annealing needs a step budget: "
+                                 "set trainer.max_steps or the scheduler's max_steps")
+    assert isinstance(caught.value.__cause__, ValueError) and caught.value.exit_code == 2
