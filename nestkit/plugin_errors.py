@@ -69,7 +69,7 @@ def crash_line(exc: BaseException, registry: Registry) -> str | None:
         for c in registry
         if c.provider != BUILTIN_PROVIDER and getattr(c.factory, "__module__", None)
     }
-    packages.pop(BUILTIN_PROVIDER, None)  # a plugin registering one of nestkit's own classes
+    packages.pop("nestkit", None)  # a plugin registering one of nestkit's own classes: not its code
     where = None
     tb: TracebackType | None = exc.__traceback__
     while tb is not None:

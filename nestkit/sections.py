@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from nestkit.data.config import DatasetConfig
 from nestkit.errors import RecipeError
-from nestkit.registry import Component, Registry, nested_kinds
+from nestkit.registry import Registry, nested_kinds
 from nestkit.train.config import ExpManagerConfig, TrainerConfig
 
 MODEL_DATA_KEYS = ("train_ds", "validation_ds")
@@ -29,20 +29,18 @@ _EXTRA_SECTIONS: dict[str, dict[str, str]] = {"model": {"optim": "optimizer"}, "
 
 @dataclass(frozen=True)
 class Section:
-    """A section: its component kind (None for a fixed one such as ``trainer``), the config its
-    keys are validated against and the component it names (None when unknown or fixed)."""
+    """A section: its component kind (None for a fixed one such as ``trainer``) and the config its
+    keys are validated against (None when it names no known component)."""
 
     kind: str | None
     config: type[BaseModel] | None
-    component: Component | None = None
 
 
 def _named(kind: str, name: Any, registry: Registry) -> Section:
     try:
-        component = registry.get(kind, name) if isinstance(name, str) else None
+        return Section(kind, registry.get(kind, name).config if isinstance(name, str) else None)
     except RecipeError:
-        component = None
-    return Section(kind, component.config if component else None, component)
+        return Section(kind, None)
 
 
 def _child(parent: Section, part: str, node: Any, registry: Registry) -> Section | None:
@@ -88,10 +86,10 @@ def switch_component(section: dict[str, Any], kind: str, name: str, registry: Re
     if target.config is None:
         return []
     keep = {"name", *target.config.model_fields, *_EXTRA_SECTIONS.get(kind, {}), *(MODEL_DATA_KEYS if kind == "model" else ())}
-    dropped = [str(key) for key in section if key not in keep]
+    dropped = [key for key in section if key not in keep]
     for key in dropped:
         del section[key]
-    return dropped
+    return [str(key) for key in dropped]
 
 
 def field_default(data: Mapping[str, Any], path: Sequence[str], registry: Registry) -> tuple[bool, Any]:
