@@ -39,20 +39,23 @@ def run_nestkit(
     )
 
 
+def pip_install_copies(target: Path, *packages: Path) -> None:
+    """``pip install --target target`` of copies of ``packages``: building in the source folder
+    writes build/ and *.egg-info there, which two test workers (pytest -n) must not share."""
+    sources = target.parent / f"{target.name}-sources"
+    copies = [shutil.copytree(package, sources / package.name, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+              for package in packages]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
+         *(str(copy) for copy in copies)],
+        check=True, timeout=300, capture_output=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test plugin packages (one working, one broken), installed by pip into a folder
     that subprocesses put on PYTHONPATH: real distributions with real entry points."""
     target = tmp_path_factory.mktemp("plugin_site")
-    subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-            "--target", str(target),
-            str(ROOT / "tests" / "plugins" / "toy"),
-            str(ROOT / "tests" / "plugins" / "broken"),
-        ],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    pip_install_copies(target, ROOT / "tests" / "plugins" / "toy", ROOT / "tests" / "plugins" / "broken")
     return target

@@ -88,8 +88,10 @@ def shortened(command: str) -> list[str] | None:
                 target = argv[i + 1].split("[")[0].strip("\"'")
                 assert (ROOT / target / "pyproject.toml").exists(), f"README installs a missing package: {target}"
         if "-e" not in argv:  # a test plugin of this repository: into site/, which run() puts on PYTHONPATH
-            return [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", "site",
-                    *(str(ROOT / package) for package in argv[2:])]
+            install = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from pathlib import Path; "
+                       "from conftest import pip_install_copies; "
+                       "pip_install_copies(Path('site').resolve(), *map(Path, sys.argv[1:]))")
+            return [sys.executable, "-c", install, *(str(ROOT / package) for package in argv[2:])]
         return None  # installing is CI's job (.ci/run runs README's test command)
     if argv[:3] == ["python", "-m", "pytest"]:
         return None  # this is the suite itself

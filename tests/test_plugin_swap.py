@@ -18,7 +18,7 @@ import yaml
 
 import nestkit
 from _train_recipe import tiny_recipe
-from conftest import ROOT, run_nestkit
+from conftest import ROOT, pip_install_copies, run_nestkit
 from nestkit import plugins
 from nestkit.data import demo_manifests
 from nestkit.errors import RecipeError
@@ -37,11 +37,7 @@ SWAP_NOTE = ("note: model.encoder.name=tiny_lstm: dropped n_heads, subsampling_c
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("swap_site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(ROOT / "tests" / "plugins" / "tiny_lstm"), str(ROOT / "tests" / "plugins" / "clash")],
-        check=True, timeout=300, capture_output=True,
-    )
+    pip_install_copies(target, ROOT / "tests" / "plugins" / "tiny_lstm", ROOT / "tests" / "plugins" / "clash")
     return target
 
 
