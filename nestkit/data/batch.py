@@ -95,3 +95,19 @@ def collate(items: list[AudioItem], seed: int = 0) -> AudioBatch:
         indices=torch.tensor([it.index for it in items], dtype=torch.int64),
         seed=seed,
     )
+
+
+def augment_on_its_device(
+    augmentor: BatchAugmentor | None, generators: dict[str, torch.Generator], batch: AudioBatch
+) -> AudioBatch:
+    """``augmentor`` applied where ``batch`` lives, drawing from a generator per device (kept in
+    ``generators``) seeded with the batch's own seed: the same draws whichever rank or worker made
+    the batch. A no-op without an augmentor, for an augmented batch and for an empty one."""
+    if augmentor is None or batch.augmented or len(batch) == 0:
+        return batch
+    device = batch.audio.device
+    g = generators.get(str(device))
+    if g is None:
+        g = generators[str(device)] = torch.Generator(device=device)
+    g.manual_seed(batch.seed)
+    return augmentor(batch, g)

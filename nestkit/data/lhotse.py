@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from nestkit.data.batch import AudioBatch, BatchAugmentor
+from nestkit.data.batch import AudioBatch, BatchAugmentor, augment_on_its_device
 from nestkit.data.config import DatasetConfig
 from nestkit.data.dataset import ItemReader
 from nestkit.data.lhotse_sources import (
@@ -150,14 +150,7 @@ class LhotseLoader:
 
     def device_augmentor(self, batch: AudioBatch) -> AudioBatch:
         """Apply the batch augmentor where ``batch`` lives (a no-op when it ran in the loader)."""
-        if self._device_aug is None or batch.augmented or len(batch) == 0:
-            return batch
-        device = batch.audio.device
-        g = self._generators.get(str(device))
-        if g is None:
-            g = self._generators[str(device)] = torch.Generator(device=device)
-        g.manual_seed(batch.seed)
-        return self._device_aug(batch, g)
+        return augment_on_its_device(self._device_aug, self._generators, batch)
 
     def describe(self) -> str:
         """One line for the training log."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nestkit.data.batch import AudioBatch, BatchAugmentor
+from nestkit.data.batch import AudioBatch, BatchAugmentor, augment_on_its_device
 from nestkit.data.config import DatasetConfig
 from nestkit.data.dataset import BatchSpec, ItemReader, ItemRef, ManifestBatchDataset, batch_seed
 from nestkit.data.lhotse_keys import INSTALL_HINT
@@ -182,14 +182,7 @@ class AudioLoader:
         """Apply the batch augmentor where ``batch`` lives (call after ``batch.to(device)``).
 
         A no-op when augmentation already ran in the loader or none is configured."""
-        if self._device_aug is None or batch.augmented or len(batch) == 0:
-            return batch
-        device = batch.audio.device
-        g = self._generators.get(str(device))
-        if g is None:
-            g = self._generators[str(device)] = torch.Generator(device=device)
-        g.manual_seed(batch.seed)
-        return self._device_aug(batch, g)
+        return augment_on_its_device(self._device_aug, self._generators, batch)
 
     # ------------------------------------------------------------------ reports
 
