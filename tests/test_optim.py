@@ -72,7 +72,7 @@ def test_cosine_annealing_follows_nemo_semantics() -> None:
 
 def test_cosine_needs_a_step_budget() -> None:
     opt = nestkit.build("optimizer", {"name": "adamw"}, params=_params())
-    with pytest.raises(ValueError, match="step budget"):
+    with pytest.raises(RecipeError, match=r"^scheduler \(nestkit:cosine_annealing\): cosine_annealing needs a step budget"):
         nestkit.build("scheduler", {"name": "cosine_annealing"}, optimizer=opt, trainer_max_steps=-1)
 
 
