@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,15 @@ def test_many_problems_are_capped_with_a_count_of_the_rest() -> None:
     lines = result.stderr.splitlines()
     assert lines[:20] == [f"error: {DEMO}: model.encoder: unknown field 'bogus_{i:02d}'" for i in range(20)]
     assert lines[20:] == ["error: ... and 4 more problems"]
+
+
+def test_calling_validate_from_python_does_not_switch_on_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typer.Option default is truthy: read as `--debug`, it set NESTKIT_DEBUG for the whole
+    process, and every later `nestkit` subprocess printed tracebacks instead of one line."""
+    from nestkit.cli import validate as validate_cli
+    from nestkit.errors import RecipeError
+
+    monkeypatch.delenv("NESTKIT_DEBUG", raising=False)
+    with pytest.raises(RecipeError):
+        validate_cli.validate(Path(DEMO), ["model.encoder.n_heads=5"], params=True, quiet=True)
+    assert "NESTKIT_DEBUG" not in os.environ

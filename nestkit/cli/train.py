@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -18,7 +19,8 @@ def train(
     devices: str | None = typer.Option(
         None, "--devices", help="'auto' (every GPU, else the CPU), 'cpu', or N processes on this machine (overrides trainer.devices)."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    # Annotated, so a call from Python without it reads False (a typer.Option default is truthy)
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
 ) -> None:
     """Pretrain a model from a recipe: checkpoints, TensorBoard logs and the resolved recipe go to
     exp_manager.exp_dir/name (default ./nest_experiments/<recipe name>). A rerun continues from

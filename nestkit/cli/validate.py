@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,7 +16,8 @@ def validate(
     overrides: list[str] | None = typer.Argument(None, help="dotted.key=value overrides."),
     params: bool = typer.Option(True, "--params/--no-params", help="Build the model and count its parameters."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the resolved recipe."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    # Annotated, so a call from Python without it reads False (a typer.Option default is truthy)
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
 ) -> None:
     """Validate a recipe, print it resolved, and count the model's parameters per module.
 
