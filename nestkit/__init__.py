@@ -32,6 +32,7 @@ from nestkit.contracts import (
 )
 from nestkit.errors import NestkitError, RecipeError
 from nestkit.hookspecs import hookimpl
+from nestkit.lazy import lazy_attributes
 from nestkit.registry import Component, ComponentConfig, PluginFailure, Registry, section_field
 
 if TYPE_CHECKING:
@@ -144,9 +145,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nestkit' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -7,7 +7,9 @@ first use, so ``nestkit --help`` stays fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nestkit.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from nestkit.data.batch import AudioBatch
@@ -25,9 +27,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'nestkit.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WHERE)
