@@ -99,7 +99,9 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
 
 
 def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The recipe mapping with ``extends:`` resolved (paths relative to the extending file)."""
+    """The recipe mapping with ``extends:`` resolved (paths relative to the extending file;
+    ``nestkit:NAME``, as the recipe itself or as its parent, is a recipe bundled with nestkit)."""
+    path = recipe_file(path)
     path = path.resolve() if path.exists() else path
     if path in _chain:
         raise RecipeError("recipe extends itself (cycle: " + " -> ".join(map(str, _chain + (path,))) + ")", file=str(path))
@@ -110,10 +112,10 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(parent, str):
         raise RecipeError("expected a path to a recipe", key="extends", file=str(path))
     if parent.startswith(BUNDLED):  # nestkit:nest_demo.yaml: a recipe bundled with nestkit, from any folder
-        found = bundled_recipe(parent[len(BUNDLED):])
-        if found is None:
-            raise RecipeError(f"nestkit has no bundled recipe '{parent[len(BUNDLED):]}'", key="extends", file=str(path))
-        return deep_merge(load_raw(found, _chain + (path,)), data)
+        if bundled_recipe(parent[len(BUNDLED):]) is None:
+            raise RecipeError(f"nestkit has no bundled recipe '{parent[len(BUNDLED):]}' "
+                              f"(bundled: {', '.join(bundled_recipe_names())})", key="extends", file=str(path))
+        return deep_merge(load_raw(Path(parent), _chain + (path,)), data)
     parent_path = Path(parent)
     if not parent_path.is_absolute():
         parent_path = path.parent / parent_path
@@ -128,12 +130,31 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
 BUNDLED = "nestkit:"  # extends: nestkit:NAME names a recipe of bundled_recipe()
 
 
+BUNDLED_RECIPES = Path(__file__).resolve().parent / "recipes"  # package data: in every install, not only a checkout
+
+
 def bundled_recipe(name: str) -> Path | None:
-    """A recipe of nestkit's ``recipes/`` folder (next to the package in a source checkout)."""
-    candidate = Path(__file__).resolve().parent.parent / "recipes" / name
+    """A recipe shipped inside the nestkit package (``nestkit:nest_demo.yaml``, ``nestkit:sizes/nest_small``)."""
+    candidate = BUNDLED_RECIPES / name
     if candidate.suffix not in (".yaml", ".yml"):
         candidate = candidate.with_suffix(".yaml")
-    return candidate if candidate.exists() else None
+    return candidate if candidate.is_file() else None
+
+
+def recipe_file(source: str | Path) -> Path:
+    """The file of a recipe argument: a path, or ``nestkit:NAME`` for a bundled recipe."""
+    text = str(source)
+    if not text.startswith(BUNDLED):
+        return Path(source)
+    found = bundled_recipe(text[len(BUNDLED):])
+    if found is None:
+        raise RecipeError(f"nestkit has no bundled recipe '{text[len(BUNDLED):]}' "
+                          f"(bundled: {', '.join(bundled_recipe_names())})", file=text)
+    return found
+
+
+def bundled_recipe_names() -> list[str]:
+    return sorted(str(p.relative_to(BUNDLED_RECIPES)) for p in BUNDLED_RECIPES.rglob("*.yaml"))
 
 
 # ---------------------------------------------------------------------------- overrides

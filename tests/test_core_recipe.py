@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -9,7 +15,8 @@ import yaml
 from pydantic import Field
 
 from nestkit.errors import RecipeError, RecipeErrors
-from nestkit.recipe import apply_overrides, interpolate, load_recipe
+from conftest import ROOT
+from nestkit.recipe import apply_overrides, interpolate, load_raw, load_recipe
 from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
 
@@ -188,3 +195,40 @@ def test_every_bad_override_is_reported_at_once() -> None:
         "override 'model.encodr.n_heads=2': model has no key 'encodr'; did you mean 'encoder'?",
         "override 'trainer.max_steps' must look like dotted.key=value",
     ]
+
+
+def test_a_bundled_recipe_is_named_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no recipes/ folder here
+    assert load_raw(Path("nestkit:nest_demo.yaml"))["name"] == "NEST-demo"
+    assert load_raw(Path("nestkit:sizes/nest_small"))["model"]["encoder"]["d_model"] == 176
+    with pytest.raises(RecipeError, match=r"nestkit:nest_dmeo.yaml: nestkit has no bundled recipe 'nest_dmeo.yaml' "
+                                          r"\(bundled: nest_demo.yaml, nest_fast_conformer.yaml, sizes/"):
+        load_raw(Path("nestkit:nest_dmeo.yaml"))
+
+
+def test_bundled_recipes_ship_in_the_wheel(tmp_path: Path) -> None:
+    """``extends: nestkit:NAME`` works wherever nestkit is installed, not only from a checkout: the
+    wheel's setuptools build holds the recipes, and a recipe in an unrelated folder extends one
+    from the unpacked wheel alone (the demo audio is left out of the copy: not under test, 16 MB)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "nestkit", source / "nestkit", ignore=shutil.ignore_patterns("__pycache__", "demo_data"))
+    subprocess.run([sys.executable, "-c", "from setuptools import build_meta; build_meta.build_wheel('dist')"],
+                   cwd=source, check=True, capture_output=True, timeout=300)
+    (wheel,) = (source / "dist").glob("nestkit-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "my_plugin" / "recipes"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "mine.yaml").write_text("extends: nestkit:nest_demo.yaml\nname: mine\ntrainer:\n  max_steps: 7\n")
+    probe = ("import json, sys; from pathlib import Path; import nestkit.recipe as r; "
+             "d = r.load_raw(Path(sys.argv[1])); print(json.dumps([r.__file__, d['name'], d['trainer']['max_steps'], "
+             "d['model']['encoder']['name']]))")
+    done = subprocess.run([sys.executable, "-c", probe, str(elsewhere / "mine.yaml")], cwd=elsewhere, text=True,
+                          capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(site)})
+    assert done.returncode == 0, done.stderr
+    module, name, max_steps, encoder = json.loads(done.stdout)
+    assert Path(module).is_relative_to(site)  # nestkit came from the wheel, not from this checkout
+    assert (name, max_steps, encoder) == ("mine", 7, "fast_conformer")

@@ -27,7 +27,7 @@ def _base(path: str | Path | None) -> Path:
         return Path(path)
     bundled = bundled_recipe(BASE_RECIPE)
     if bundled is None:
-        raise CheckpointError(f"the bundled recipe recipes/{BASE_RECIPE} is missing; pass a NEST recipe with --recipe")
+        raise CheckpointError(f"the bundled recipe nestkit:{BASE_RECIPE} is missing from this install; pass a NEST recipe with --recipe")
     return bundled
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from nestkit.data.skips import SkipReport
+from nestkit.errors import RecipeError
+from nestkit.recipe import recipe_file
 from nestkit.train.progress import summary_block
 
 # How far a run may stray from its recipe's reference curve and still be said to track it.
@@ -86,7 +88,10 @@ def reference_file(recipe_source: str | Path | None) -> Path | None:
     """``<recipe>.reference.json`` beside the recipe file, if the recipe ships one."""
     if not recipe_source:
         return None
-    path = Path(recipe_source)
+    try:
+        path = recipe_file(recipe_source)
+    except RecipeError:
+        return None
     candidate = path.with_name(path.stem + ".reference.json")
     return candidate if candidate.is_file() else None
 
