@@ -6,9 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from _zygote import Zygote
 
 # One torch thread per test process: the suite runs one worker per core (pytest -n auto), and the
 # training runs it starts inherit this, so workers do not oversubscribe the cores.
@@ -23,20 +26,44 @@ def nestkit_executable() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "nestkit.cli.main"]
 
 
+ZYGOTE = Zygote()  # forks this worker's nestkit processes (tests/_zygote.py)
+FRESH_PROCESSES = os.environ.get("NESTKIT_TEST_FRESH", "") not in ("", "0")
+
+
 def run_nestkit(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300, fresh: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``nestkit ARGS`` as a subprocess (bounded in time) and capture its output."""
+    """Run ``nestkit ARGS`` as a separate process (bounded in time) and capture its output. The
+    process is forked from a zygote that has imported torch already (tests/_zygote.py), unless
+    ``fresh`` (or NESTKIT_TEST_FRESH=1) asks for a new interpreter."""
+    return _run(["nestkit", *args], [*nestkit_executable(), *args], env, cwd, timeout, fresh)
+
+
+def run_python(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300, fresh: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` (a script, ``-m module`` or ``-c code``) like ``run_nestkit``."""
+    return _run(["python", *args], [sys.executable, *args], env, cwd, timeout, fresh)
+
+
+def _run(argv: list[str], command: list[str], env: dict[str, str] | None, cwd: Path | None, timeout: float,
+         fresh: bool) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
-    return subprocess.run(
-        [*nestkit_executable(), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or ROOT,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    if fresh or FRESH_PROCESSES:
+        return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd or ROOT,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="nestkit-run-") as folder:
+        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+        out.touch()
+        err.touch()
+        child = ZYGOTE.spawn(argv, full_env, cwd or ROOT, os.devnull, str(out), str(err))
+        try:
+            rc = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
+        return subprocess.CompletedProcess(command, rc, out.read_text(), err.read_text())
 
 
 def pip_install_copies(target: Path, *packages: Path) -> None:

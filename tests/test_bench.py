@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import nestkit
 import nestkit.bench as nb
-from conftest import ROOT, run_nestkit
+from conftest import ROOT, run_nestkit, run_python
 
 DEMO = ROOT / "recipes" / "nest_demo.yaml"
 
@@ -102,10 +100,7 @@ def test_peak_tflops_and_device_resolution() -> None:
 
 
 def test_padding_waste_benchmark_bucketing_beats_random_batches() -> None:
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/padding_waste.py", "--utterances", "3000", "--budgets", "200", "--json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )
+    proc = run_python("benchmarks/padding_waste.py", "--utterances", "3000", "--budgets", "200", "--json", timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert {r["distribution"] for r in rows} == {"demo", "lognormal_2_20s"}
@@ -116,10 +111,8 @@ def test_padding_waste_benchmark_bucketing_beats_random_batches() -> None:
 def test_sdpa_bias_attention_is_as_accurate_as_the_explicit_formula_in_bf16() -> None:
     """Outputs and every gradient of the fused path stay within 1.5x the explicit path's bf16 error
     (NeMo PR #15714: a bias path with bad gradients made training diverge)."""
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/attention_precision.py", "--batch", "3", "--frames", "48", "--dtype", "bfloat16"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )
+    proc = run_python("benchmarks/attention_precision.py", "--batch", "3", "--frames", "48", "--dtype", "bfloat16",
+                      timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert {r["quantity"] for r in rows} >= {"output", "grad x", "grad pos_bias_u", "grad pos_bias_v", "grad linear_pos.weight"}
@@ -128,11 +121,8 @@ def test_sdpa_bias_attention_is_as_accurate_as_the_explicit_formula_in_bf16() ->
 
 
 def _activation_memory(*args: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/activation_memory.py", "--recipe", "recipes/nest_demo.yaml", "--seconds", "2",
-         "--precision", "32", "--top", "30", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )
+    proc = run_python("benchmarks/activation_memory.py", "--recipe", "recipes/nest_demo.yaml", "--seconds", "2",
+                      "--precision", "32", "--top", "30", *args, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 

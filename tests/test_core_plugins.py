@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
-from conftest import run_nestkit
+from conftest import run_nestkit, run_python
 
 from nestkit.plugins import load_registry
 from nestkit.registry import KINDS
@@ -52,13 +49,7 @@ def test_plugin_component_builds_from_a_section(plugin_site: Path) -> None:
         "y, n = enc(torch.zeros(2, 80, 64), torch.tensor([64, 40]))\n"
         "print(tuple(y.shape), n.tolist())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(plugin_site)},
-        timeout=120,
-    )
+    result = run_python("-c", code, env={"PYTHONPATH": str(plugin_site)}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(2, 16, 8) [8, 5]"
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, nestkit_executable
+from conftest import ROOT, nestkit_executable, run_nestkit
 from nestkit.data import demo_manifests
 from nestkit.interop.nemo import nemo_config_from_recipe
 from nestkit.recipe import load_recipe
@@ -117,9 +117,11 @@ def shortened(command: str) -> list[str] | None:
 
 
 def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(cwd / "site"), os.environ.get("PYTHONPATH", "")])},
-                          stdin=subprocess.DEVNULL)
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(cwd / "site"), os.environ.get("PYTHONPATH", "")])}
+    executable = nestkit_executable()
+    if argv[:len(executable)] == executable:
+        return run_nestkit(*argv[len(executable):], cwd=cwd, env=env, timeout=300)
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
 
 
 def check_tensorboard(logdir: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import shutil
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import torch
 
 from nestkit.train.checkpoint import load_checkpoint
+from conftest import run_python
 from reliability import training as tr
 
 
@@ -214,7 +214,7 @@ def test_worker_stays_quiet_when_the_main_process_drops_a_handle_fetch(hook: str
     the main process stops mid-fetch, the worker's handle-sharing thread sees the handshake
     break. With nestkit's worker setup it says nothing; the control shows the noise is real."""
     script = Path(__file__).parent / "reliability" / "dropped_handshake.py"
-    done = subprocess.run([sys.executable, str(script), hook], capture_output=True, text=True, timeout=60)
+    done = run_python(str(script), hook, timeout=60)
     assert done.returncode == 0, done.stderr
     if hook == "plain":
         assert "Traceback" in done.stderr and "resource_sharer" in done.stderr

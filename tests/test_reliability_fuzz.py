@@ -10,7 +10,6 @@ allocation fails a case instead of the test session. Hypothesis draws the seeds
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _train_recipe import tiny_recipe
-from conftest import ROOT, nestkit_executable
+from conftest import run_nestkit
 from nestkit.data import build_dataloader
 from nestkit.data.config import DatasetConfig
 from nestkit.data.manifest import read_manifest
@@ -177,16 +176,14 @@ EXECUTABLE_CASES = [
 
 
 def test_mistakes_through_the_executable(tmp_path: Path, base_recipe: dict[str, Any]) -> None:
-    """A handful of the same mistakes through `nestkit validate` itself (run side by side)."""
+    """A handful of the same mistakes through `nestkit validate` itself."""
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(base_recipe, sort_keys=False))
-    procs = [subprocess.Popen([*nestkit_executable(), "validate", str(path), override, "-q"], cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-             for override, _ in EXECUTABLE_CASES]
-    for proc, (override, needle) in zip(procs, EXECUTABLE_CASES):
-        _, err = proc.communicate(timeout=120)
+    for override, needle in EXECUTABLE_CASES:
+        done = run_nestkit("validate", str(path), override, "-q", timeout=120)
+        err = done.stderr
         lines = [line for line in err.splitlines() if line.strip()]
-        assert proc.returncode == 2 and "Traceback" not in err and len(lines) == 1, (override, err)
+        assert done.returncode == 2 and "Traceback" not in err and len(lines) == 1, (override, err)
         assert lines[0].startswith(f"error: {path}: ") and needle in lines[0], (override, lines[0])
 
 

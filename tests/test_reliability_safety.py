@@ -4,8 +4,6 @@ archives cannot escape their folder. Extends tests/test_interop_archive.py (not 
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, nestkit_executable
+from conftest import ROOT, run_nestkit
 from nestkit.errors import CheckpointError, NestkitError, RecipeError
 from reliability import training as tr
 from reliability.evil import evil_checkpoint, evil_nemo
@@ -114,14 +112,11 @@ def test_cli_verbs_refuse_code_running_files(trained: tuple[Path, Path], tmp_pat
         "export-nemo": ["export-nemo", str(bad), str(tmp_path / "m.nemo")],
         "import-nemo": ["import-nemo", str(evil_nemo(tmp_path / "evil.nemo", marker)), str(tmp_path / "imp.ckpt")],
     }
-    procs = {verb: subprocess.Popen([*nestkit_executable(), *args], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, "OMP_NUM_THREADS": "1"})
-             for verb, args in verbs.items()}
-    for verb, proc in procs.items():
-        _, err = proc.communicate(timeout=120)
+    for verb, args in verbs.items():
+        done = run_nestkit(*args, cwd=tmp_path, timeout=120)
+        err = done.stderr
         lines = [line for line in err.splitlines() if line.strip()]
-        assert proc.returncode == 2 and "Traceback" not in err and len(lines) == 1, (verb, err[-2000:])
+        assert done.returncode == 2 and "Traceback" not in err and len(lines) == 1, (verb, err[-2000:])
         assert lines[0].startswith("error: ") and ("not a readable checkpoint" in lines[0]
                                                    or "cannot be loaded safely" in lines[0]), (verb, lines[0])
     assert not marker.exists()
@@ -131,8 +126,7 @@ def test_cli_verbs_refuse_code_running_files(trained: tuple[Path, Path], tmp_pat
 def test_raw_pickle_refusal_is_one_stderr_line(trained: tuple[Path, Path], tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     bad = evil_checkpoint(torch.load(trained[1], weights_only=True), tmp_path / "evil.ckpt", marker, legacy=True)
-    done = subprocess.run([*nestkit_executable(), "export-encoder", str(bad), str(tmp_path / "enc.pt")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = run_nestkit("export-encoder", str(bad), str(tmp_path / "enc.pt"), cwd=tmp_path, timeout=120)
     assert not marker.exists() and done.returncode == 2 and "not a readable checkpoint" in done.stderr
     assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
 
@@ -248,8 +242,7 @@ def test_import_nemo_with_traversal_writes_nothing(tmp_path: Path) -> None:
     work = tmp_path / "inner"
     work.mkdir()
     path = _nemo_with(work / "evil.nemo", _member("../escape.txt"))
-    done = subprocess.run([*nestkit_executable(), "import-nemo", str(path), "out.ckpt"], cwd=work, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = run_nestkit("import-nemo", str(path), "out.ckpt", cwd=work, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().startswith("error: ") and "path traversal" in done.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["evil.nemo", "inner"]

@@ -4,17 +4,15 @@ settings listed, a finished run said to be finished, and one run per folder at a
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from _train_recipe import write_recipe
-from conftest import ROOT, nestkit_executable, run_nestkit
+from conftest import ROOT, run_nestkit
 from nestkit.train.checkpoint import load_checkpoint
+from reliability.training import Training, kill_tree
 
 FAST = {"OMP_NUM_THREADS": "1"}
 
@@ -69,25 +67,24 @@ def test_settings_a_resume_can_take_are_applied_and_listed(finished_run: tuple[P
 def test_one_run_per_experiment_folder(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "exp", max_steps=100000, val_check_interval=1000)
     lock = tmp_path / "exp" / "tiny" / ".lock"
-    env = {**os.environ, **FAST, "NO_COLOR": "1"}
-    first = subprocess.Popen([*nestkit_executable(), "train", str(recipe)], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = Training(recipe, "tiny", env=FAST)
+    pid = first.proc.pid
     try:
         deadline = time.monotonic() + 240
-        while not lock.exists() and time.monotonic() < deadline and first.poll() is None:
+        while not lock.exists() and time.monotonic() < deadline and first.proc.poll() is None:
             time.sleep(0.2)
-        assert lock.exists(), first.stderr.read() if first.poll() is not None else "no lock after 240 s"
+        assert lock.exists(), first.finish()[2] if first.proc.poll() is not None else "no lock after 240 s"
         second = run_nestkit("train", str(recipe), env=FAST)
         assert second.returncode == 2, second.stderr
-        assert f"in use by another run (pid {first.pid} on" in second.stderr
+        assert f"in use by another run (pid {pid} on" in second.stderr
         assert second.stderr.strip().count("\n") == 0
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=60)
+        kill_tree(pid)
+        first.finish(timeout=60)
     assert lock.exists()  # a killed run cannot clean up: the next run takes the lock over
     third = run_nestkit("train", str(recipe), "trainer.max_steps=1", env=FAST)
     assert third.returncode == 0, third.stderr
-    assert f"took over the lock of a run that is gone (pid {first.pid}" in third.stdout
+    assert f"took over the lock of a run that is gone (pid {pid}" in third.stdout
     assert not lock.exists()  # released at the end
 
 

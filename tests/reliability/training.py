@@ -13,8 +13,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from _train_recipe import tiny_recipe  # noqa: E402
-from conftest import nestkit_executable  # noqa: E402
+from conftest import FRESH_PROCESSES, ZYGOTE, nestkit_executable  # noqa: E402
 from nestkit.errors import CheckpointError  # noqa: E402
 from nestkit.train.checkpoint import load_checkpoint  # noqa: E402
 
@@ -55,24 +57,34 @@ class Training:
     """One `nestkit train` subprocess whose stdout is read by a thread (so the caller can poll)."""
 
     def __init__(self, recipe: Path, name: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [*nestkit_executable(), "train", str(recipe), f"exp_manager.name={name}", *args],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **ENV, **(env or {})},
-        )
+        argv = ["train", str(recipe), f"exp_manager.name={name}", *args]
+        full_env = {**os.environ, **ENV, **(env or {})}
+        if FRESH_PROCESSES:
+            self.proc: Any = subprocess.Popen([*nestkit_executable(), *argv], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+            streams: list[Callable[[], Any]] = [lambda: self.proc.stdout, lambda: self.proc.stderr]
+            self._fifos: Path | None = None
+        else:  # forked from the test worker's zygote (tests/_zygote.py); its output comes through FIFOs
+            self._fifos = fifos = Path(tempfile.mkdtemp(prefix="nestkit-train-"))
+            out, err = fifos / "stdout", fifos / "stderr"
+            os.mkfifo(out)
+            os.mkfifo(err)
+            self.proc = ZYGOTE.spawn(["nestkit", *argv], full_env, ROOT, os.devnull, str(out), str(err))
+            streams = [lambda: open(out), lambda: open(err)]  # noqa: SIM115 - closed by _read
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         self._err: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
-                         threading.Thread(target=self._read, args=(self.proc.stderr, self._err), daemon=True)]
+        self._readers = [threading.Thread(target=self._read, args=(streams[0], self.lines), daemon=True),
+                         threading.Thread(target=self._read, args=(streams[1], self._err), daemon=True)]
         for t in self._readers:
             t.start()
 
-    def _read(self, stream: Any, into: list[str]) -> None:
-        for line in stream:
-            with self._new_line:
-                into.append(line)
-                self._new_line.notify_all()
+    def _read(self, open_stream: Callable[[], Any], into: list[str]) -> None:
+        with open_stream() as stream:
+            for line in stream:
+                with self._new_line:
+                    into.append(line)
+                    self._new_line.notify_all()
         with self._new_line:
             self._new_line.notify_all()
 
@@ -98,6 +110,8 @@ class Training:
             raise
         for t in self._readers:
             t.join(timeout=10)
+        if self._fifos is not None:
+            shutil.rmtree(self._fifos, ignore_errors=True)
         return self.proc.returncode, "".join(self.lines), "".join(self._err)
 
 

@@ -1,0 +1,256 @@
+"""Run ``nestkit`` commands in processes forked from one that has already imported torch.
+
+On the 2-core CI machine a ``nestkit`` process spends about 20 s importing torch before it does
+anything, and the suite starts well over a hundred of them. Each test worker therefore starts one
+*zygote* (this file run as a script): it imports torch and the nestkit CLI once, then forks a fresh
+child per command. The child is a real, separate process with its own pid, environment, working
+directory, stdin/stdout/stderr and exit status; it runs the console script's ``main()`` with the
+requested argv and exits the way the interpreter would (non-daemon threads joined, atexit handlers
+run). Nothing of nestkit's state is set up before the fork: the zygote only imports modules, so
+plugins are discovered in the child from the child's ``PYTHONPATH``.
+
+What the zygote cannot reproduce is interpreter start-up itself (import-time side effects of the
+environment). Tests about that pass ``fresh=True`` to ``conftest.run_nestkit``, and
+``NESTKIT_TEST_FRESH=1`` runs every command as a new interpreter.
+
+The same holds for ``python SCRIPT``, ``python -m MODULE`` and ``python -c CODE`` (argv starting with
+"python"): the benchmark scripts the tests run pay torch's import once too.
+
+Protocol (JSON lines): the client writes ``{"argv", "env", "cwd", "stdin", "stdout", "stderr"}``
+(the last three are paths: files or FIFOs); the zygote answers ``{"pid"}`` at once and
+``{"pid", "status"}`` when the child has exited (``status``: as ``subprocess`` reports it, a
+negative number for a signal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# ---------------------------------------------------------------------------- client
+
+
+class Zygote:
+    """The client side: one zygote process per test worker, started on first use."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+        self._statuses: dict[int, int] = {}
+
+    def _started(self) -> subprocess.Popen[str]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                text=True, bufsize=1, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+            )
+            ready = self._proc.stdout.readline()  # type: ignore[union-attr]
+            if json.loads(ready or "{}").get("ready") is not True:
+                raise RuntimeError(f"the test zygote did not start: {ready!r}")
+        return self._proc
+
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, stdin: str, stdout: str, stderr: str) -> Child:
+        """Fork a child that runs ``argv`` (``["nestkit", ...]`` or ``["python", ...]``); its
+        streams are the given paths."""
+        with self._lock:
+            proc = self._started()
+            request = {"argv": argv, "env": env, "cwd": str(cwd), "stdin": stdin, "stdout": stdout, "stderr": stderr}
+            proc.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            while True:
+                message = self._next_message(None)
+                if "status" not in message:
+                    return Child(self, int(message["pid"]))
+
+    def _next_message(self, timeout: float | None) -> dict[str, Any]:
+        """The zygote's next message ({} if ``timeout`` passes first); exit statuses are kept."""
+        assert self._proc is not None and self._proc.stdout is not None
+        readable, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        if not readable:
+            return {}
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the test zygote died")
+        message = json.loads(line)
+        if "status" in message:
+            self._statuses[int(message["pid"])] = int(message["status"])
+        return message
+
+    def status(self, pid: int, timeout: float | None) -> int | None:
+        """The exit status of ``pid`` once it has exited; None if ``timeout`` passes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while pid not in self._statuses:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._next_message(left)
+            return self._statuses.pop(pid)
+
+
+class Child:
+    """A forked ``nestkit`` process, with the parts of ``subprocess.Popen`` the tests use."""
+
+    def __init__(self, zygote: Zygote, pid: int) -> None:
+        self._zygote = zygote
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            status = self._zygote.status(self.pid, timeout)
+            if status is None:
+                raise subprocess.TimeoutExpired(f"nestkit (pid {self.pid})", timeout or 0)
+            self.returncode = status
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._zygote.status(self.pid, 0)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# ---------------------------------------------------------------------------- zygote
+
+
+def _exit_code(code: Any) -> int:
+    """What the interpreter makes of ``sys.exit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _run_argv(argv: list[str]) -> Any:
+    """``nestkit ARGS`` as the console script runs it, or ``python [-c CODE | -m MODULE | SCRIPT] ARGS``
+    as the interpreter runs it (``__main__`` is the code, module or script)."""
+    import runpy
+
+    # sys.path[0] is the zygote's own folder (tests/); the interpreter would put this there instead.
+    if argv[0] != "python":
+        from nestkit.cli.main import main
+
+        sys.argv = argv
+        sys.path[0] = os.path.dirname(shutil.which("nestkit") or sys.executable)
+        return main()
+    if argv[1] == "-c":
+        sys.argv = ["-c", *argv[3:]]
+        sys.path[0] = ""
+        exec(compile(argv[2], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        return None
+    if argv[1] == "-m":
+        sys.argv = [argv[2], *argv[3:]]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+        return None
+    script = os.path.abspath(argv[1])
+    sys.argv = [argv[1], *argv[2:]]
+    sys.path[0] = os.path.dirname(script)
+    runpy.run_path(script, run_name="__main__")
+    return None
+
+
+def _run_child(request: dict[str, Any]) -> None:
+    """In the forked child: become the requested ``nestkit`` process, then exit."""
+    code = 1
+    try:
+        os.setpgid(0, 0)  # like a shell job: a kill of the test's child never reaches the zygote
+        for target, path, mode in ((0, request["stdin"], os.O_RDONLY), (1, request["stdout"], os.O_WRONLY),
+                                   (2, request["stderr"], os.O_WRONLY)):
+            fd = os.open(path, mode)
+            os.dup2(fd, target)
+            os.close(fd)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1 if os.isatty(1) else -1)
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+        sys.path[1:1] = [os.path.abspath(p) for p in extra]
+        import importlib
+
+        importlib.invalidate_caches()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            code = _exit_code(_run_argv(list(request["argv"])))
+        except SystemExit as exc:
+            code = _exit_code(exc.code)
+        except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught exception
+            sys.excepthook(*sys.exc_info())
+            code = 1
+        threading._shutdown()  # type: ignore[attr-defined]  # the interpreter joins non-daemon threads
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _serve() -> None:
+    import torch  # noqa: F401  - the expensive part, paid once per test worker
+    import torch._dynamo  # noqa: F401  - torch.optim imports it on the first optimizer (sympy & co: ~10 s here)
+    import torch.utils.tensorboard  # noqa: F401  - the run's SummaryWriter (its file I/O layer pulls in boto3)
+
+    import nestkit.cli.main  # noqa: F401
+    from nestkit.builtin import BUILTIN_MODULES
+
+    for module in (*BUILTIN_MODULES, "nestkit.train.loop", "nestkit.data.loader"):
+        __import__(module)  # imported, never run: the child starts from a clean nestkit
+    out = sys.stdout
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    children: set[int] = set()
+    pending = b""
+    while True:
+        readable, _, _ = select.select([0], [], [], 0.05)
+        if readable:
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                break
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                pid = os.fork()
+                if pid == 0:
+                    _run_child(json.loads(line))
+                children.add(pid)
+                out.write(json.dumps({"pid": pid}) + "\n")
+                out.flush()
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.discard(pid)
+                code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+                out.write(json.dumps({"pid": pid, "status": code}) + "\n")
+                out.flush()
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+if __name__ == "__main__":
+    _serve()
