@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+from typing import Any
+
+import pytest
 
 from conftest import RECIPES, ROOT
 
@@ -27,12 +29,6 @@ for _name in [n for n in dir(signal) if n.startswith("SIG") and not n.startswith
 """
 
 
-def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", BLOCKER + code, *args], capture_output=True, text=True, timeout=600,
-                          cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-
-
 def nestkit_modules() -> list[str]:
     package = ROOT / "nestkit"
     names = []
@@ -42,22 +38,58 @@ def nestkit_modules() -> list[str]:
     return names
 
 
-def test_every_module_imports_without_posix_only_modules_and_signals() -> None:
-    modules = nestkit_modules()
-    assert "nestkit.train.checkpoint" in modules and "nestkit.cli.main" in modules
-    code = """
-import importlib, json
+# The three checks share one fresh interpreter (torch's import costs ~20 s on the CI machine);
+# each reports into its own key of one JSON line and the tests below assert on their key.
+CHECKS = """
+import contextlib, importlib, io, json, traceback
+report = {}
+modules, checkpoint, recipe = json.loads(sys.argv[1])
 failures = {}
-for module in sys.argv[1:]:
+for module in modules:
     try:
         importlib.import_module(module)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, by module
         failures[module] = f"{type(exc).__name__}: {exc}"
-print(json.dumps(failures))
+report["imports"] = failures
+try:
+    import torch
+    from nestkit.train.checkpoint import atomic_save, load_checkpoint
+    atomic_save({"format": "nestkit-checkpoint", "version": 1, "model": {"w": torch.ones(2)}, "step": 3}, checkpoint)
+    report["checkpoint"] = {"step": load_checkpoint(checkpoint)["step"]}
+except BaseException:  # noqa: BLE001
+    report["checkpoint"] = {"error": traceback.format_exc()}
+out, err = io.StringIO(), io.StringIO()
+code = 0
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    from nestkit.cli.main import main
+    sys.argv = ["nestkit", "validate", recipe, "-q"]
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    except BaseException:  # noqa: BLE001
+        code, _ = 1, traceback.print_exc()
+report["cli"] = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+print(json.dumps(report))
 """
-    result = _run(code, *modules)
+
+
+@pytest.fixture(scope="module")
+def windows_like(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What the three checks saw in a fresh interpreter without POSIX-only modules and signals."""
+    checkpoint = tmp_path_factory.mktemp("portability") / "a.ckpt"
+    work = json.dumps([nestkit_modules(), str(checkpoint), str(RECIPES / "nest_demo.yaml")])
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", BLOCKER + CHECKS, work], capture_output=True, text=True,
+                            timeout=600, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
-    failures = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_every_module_imports_without_posix_only_modules_and_signals(windows_like: dict[str, Any]) -> None:
+    modules = nestkit_modules()
+    assert "nestkit.train.checkpoint" in modules and "nestkit.cli.main" in modules
+    failures = windows_like["imports"]
     unexpected = {m: why for m, why in failures.items() if m not in EXPECTED_TO_FAIL}
     assert not unexpected, "modules that need a POSIX-only module or signal at import: " + "; ".join(
         f"{m} ({why})" for m, why in unexpected.items())
@@ -65,26 +97,12 @@ print(json.dumps(failures))
     assert not fixed, f"now import fine, remove from EXPECTED_TO_FAIL: {fixed}"
 
 
-def test_checkpoint_writes_degrade_without_sigchld(tmp_path: Path) -> None:
+def test_checkpoint_writes_degrade_without_sigchld(windows_like: dict[str, Any]) -> None:
     """atomic_save defers SIGCHLD where it exists; where it does not, it simply writes."""
-    code = """
-import torch
-from nestkit.train.checkpoint import atomic_save, load_checkpoint
-atomic_save({"format": "nestkit-checkpoint", "version": 1, "model": {"w": torch.ones(2)}, "step": 3}, sys.argv[1])
-print(load_checkpoint(sys.argv[1])["step"])
-"""
-    result = _run(code, str(tmp_path / "a.ckpt"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "3"
+    assert windows_like["checkpoint"] == {"step": 3}
 
 
-def test_cli_runs_without_posix_only_modules() -> None:
-    code = """
-from nestkit.cli.main import main
-sys.argv = ["nestkit", *sys.argv[1:]]
-main()
-"""
-    recipe = RECIPES / "nest_demo.yaml"
-    result = _run(code, "validate", str(recipe), "-q")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == f"ok {recipe}"
+def test_cli_runs_without_posix_only_modules(windows_like: dict[str, Any]) -> None:
+    cli = windows_like["cli"]
+    assert cli["code"] == 0, cli["stderr"][-3000:]
+    assert cli["stdout"].strip().splitlines()[-1] == f"ok {RECIPES / 'nest_demo.yaml'}"
