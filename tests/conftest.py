@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -82,7 +83,18 @@ def pip_install_copies(target: Path, *packages: Path) -> None:
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test plugin packages (one working, one broken), installed by pip into a folder
-    that subprocesses put on PYTHONPATH: real distributions with real entry points."""
-    target = tmp_path_factory.mktemp("plugin_site")
-    pip_install_copies(target, ROOT / "tests" / "plugins" / "toy", ROOT / "tests" / "plugins" / "broken")
+    that subprocesses put on PYTHONPATH: real distributions with real entry points. Installed
+    once per test run: the xdist workers of one run share the folder above their own."""
+    run_folder = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_folder = run_folder.parent  # pytest-N/popen-gwK -> pytest-N, this run's alone
+    target = run_folder / "plugin_site"
+    with open(run_folder / "plugin_site.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for the install, then reuses it
+        if not (target / ".installed").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(run_folder / "plugin_site-sources", ignore_errors=True)
+            target.mkdir()
+            pip_install_copies(target, ROOT / "tests" / "plugins" / "toy", ROOT / "tests" / "plugins" / "broken")
+            (target / ".installed").touch()
     return target
