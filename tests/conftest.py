@@ -100,10 +100,8 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-# Files whose end-to-end runs take minutes on the CI machine start first: with
-# `--no-loadscope-reorder` (README's test command) `--dist loadfile` hands files out in collection
-# order, and a long file handed out last leaves the other worker idle. (xdist's default order, most
-# tests first, put test_docs.py, 2 tests and 3 minutes, last.)
+# Files whose end-to-end runs take minutes on the CI machine start first: `--dist loadfile` hands
+# files out in collection order, and a long file handed out last leaves the other worker idle.
 LONG_FILES = ("test_train_cli.py", "test_docs.py", "test_reliability_faults.py")
 
 
