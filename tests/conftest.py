@@ -98,12 +98,3 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pip_install_copies(target, ROOT / "tests" / "plugins" / "toy", ROOT / "tests" / "plugins" / "broken")
             (target / ".installed").touch()
     return target
-
-
-# Files whose end-to-end runs take minutes on the CI machine start first: `--dist loadfile` hands
-# files out in collection order, and a long file handed out last leaves the other worker idle.
-LONG_FILES = ("test_train_cli.py", "test_docs.py", "test_reliability_faults.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name not in LONG_FILES)  # stable: the rest keep their order
