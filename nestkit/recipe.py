@@ -113,8 +113,7 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise RecipeError("expected a path to a recipe", key="extends", file=str(path))
     if parent.startswith(BUNDLED):  # nestkit:nest_demo.yaml: a recipe bundled with nestkit, from any folder
         if bundled_recipe(parent[len(BUNDLED):]) is None:
-            raise RecipeError(f"nestkit has no bundled recipe '{parent[len(BUNDLED):]}' "
-                              f"(bundled: {', '.join(bundled_recipe_names())})", key="extends", file=str(path))
+            raise RecipeError(_no_bundled(parent), key="extends", file=str(path))
         return deep_merge(load_raw(Path(parent), _chain + (path,)), data)
     parent_path = Path(parent)
     if not parent_path.is_absolute():
@@ -128,8 +127,6 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 BUNDLED = "nestkit:"  # extends: nestkit:NAME names a recipe of bundled_recipe()
-
-
 BUNDLED_RECIPES = Path(__file__).resolve().parent / "recipes"  # package data: in every install, not only a checkout
 
 
@@ -148,13 +145,14 @@ def recipe_file(source: str | Path) -> Path:
         return Path(source)
     found = bundled_recipe(text[len(BUNDLED):])
     if found is None:
-        raise RecipeError(f"nestkit has no bundled recipe '{text[len(BUNDLED):]}' "
-                          f"(bundled: {', '.join(bundled_recipe_names())})", file=text)
+        raise RecipeError(_no_bundled(text), file=text)
     return found
 
 
-def bundled_recipe_names() -> list[str]:
-    return sorted(str(p.relative_to(BUNDLED_RECIPES)) for p in BUNDLED_RECIPES.rglob("*.yaml"))
+def _no_bundled(source: str) -> str:
+    """The error for ``nestkit:NAME`` naming no bundled recipe, with the names there are."""
+    names = sorted(str(p.relative_to(BUNDLED_RECIPES)) for p in BUNDLED_RECIPES.rglob("*.yaml"))
+    return f"nestkit has no bundled recipe '{source[len(BUNDLED):]}' (bundled: {', '.join(names)})"
 
 
 # ---------------------------------------------------------------------------- overrides

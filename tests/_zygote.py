@@ -24,8 +24,11 @@ negative number for a signal).
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import json
 import os
+import runpy
 import select
 import shutil
 import signal
@@ -142,8 +145,6 @@ def _exit_code(code: Any) -> int:
 def _run_argv(argv: list[str]) -> Any:
     """``nestkit ARGS`` as the console script runs it, or ``python [-c CODE | -m MODULE | SCRIPT] ARGS``
     as the interpreter runs it (``__main__`` is the code, module or script)."""
-    import runpy
-
     # sys.path[0] is the zygote's own folder (tests/); the interpreter would put this there instead.
     if argv[0] != "python":
         from nestkit.cli.main import main
@@ -186,8 +187,6 @@ def _run_child(request: dict[str, Any]) -> None:
         os.environ.update(request["env"])
         extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
         sys.path[1:1] = [os.path.abspath(p) for p in extra]
-        import importlib
-
         importlib.invalidate_caches()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -199,8 +198,6 @@ def _run_child(request: dict[str, Any]) -> None:
             sys.excepthook(*sys.exc_info())
             code = 1
         threading._shutdown()  # type: ignore[attr-defined]  # the interpreter joins non-daemon threads
-        import atexit
-
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
