@@ -20,6 +20,14 @@ Protocol (JSON lines): the client writes ``{"argv", "env", "cwd", "stdin", "stdo
 (the last three are paths: files or FIFOs); the zygote answers ``{"pid"}`` at once and
 ``{"pid", "status"}`` when the child has exited (``status``: as ``subprocess`` reports it, a
 negative number for a signal).
+
+DDP ranks come from the zygote too. torchrun starts each rank as ``$PYTHON_EXEC -u -m
+nestkit.cli.main ...`` (its documented override of ``sys.executable``), and children get
+``PYTHON_EXEC`` pointing to a *stand-in*: a tiny script run by ``python -S`` (no site-packages,
+no torch) that hands its argv, environment, folder and its own stdin/stdout/stderr to the zygote
+over a Unix socket, forwards the signals it gets to the forked rank, and exits with the rank's
+status (dying of the same signal when the rank did). When the stand-in itself is killed, the
+zygote kills its rank. A test about how ranks die passes ``PYTHON_EXEC=sys.executable``.
 """
 
 from __future__ import annotations
@@ -32,8 +40,10 @@ import runpy
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,6 +59,7 @@ class Zygote:
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
         self._statuses: dict[int, int] = {}
+        self._python_exec = ""  # the zygote's stand-in for the interpreter of torchrun's ranks
 
     def _started(self) -> subprocess.Popen[str]:
         if self._proc is None or self._proc.poll() is not None:
@@ -56,16 +67,26 @@ class Zygote:
                 [sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 text=True, bufsize=1, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
             )
-            ready = self._proc.stdout.readline()  # type: ignore[union-attr]
-            if json.loads(ready or "{}").get("ready") is not True:
+            ready = json.loads(self._proc.stdout.readline() or "{}")  # type: ignore[union-attr]
+            if ready.get("ready") is not True:
                 raise RuntimeError(f"the test zygote did not start: {ready!r}")
+            self._python_exec = ready["python_exec"]
         return self._proc
+
+    @property
+    def python_exec(self) -> str:
+        """The stand-in for ``python`` whose processes the zygote forks (torchrun's PYTHON_EXEC)."""
+        with self._lock:
+            self._started()
+            return self._python_exec
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, stdin: str, stdout: str, stderr: str) -> Child:
         """Fork a child that runs ``argv`` (``["nestkit", ...]`` or ``["python", ...]``); its
-        streams are the given paths."""
+        streams are the given paths. Unless ``env`` sets ``PYTHON_EXEC``, the DDP ranks the child
+        starts through torchrun are forked from the zygote as well."""
         with self._lock:
             proc = self._started()
+            env = {"PYTHON_EXEC": self._python_exec, **env}
             request = {"argv": argv, "env": env, "cwd": str(cwd), "stdin": stdin, "stdout": stdout, "stderr": stderr}
             proc.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
             proc.stdin.flush()  # type: ignore[union-attr]
@@ -152,12 +173,17 @@ def _run_argv(argv: list[str]) -> Any:
         sys.argv = argv
         sys.path[0] = os.path.dirname(shutil.which("nestkit") or sys.executable)
         return main()
+    while argv[1] == "-u":  # torchrun starts its ranks unbuffered
+        sys.stdout.reconfigure(write_through=True)
+        sys.stderr.reconfigure(write_through=True)
+        argv = [argv[0], *argv[2:]]
     if argv[1] == "-c":
         sys.argv = ["-c", *argv[3:]]
         sys.path[0] = ""
         exec(compile(argv[2], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
         return None
     if argv[1] == "-m":
+        sys.modules.pop(argv[2], None)  # preloaded by the zygote; `python -m` runs a first import of it
         sys.argv = [argv[2], *argv[3:]]
         sys.path[0] = os.getcwd()
         runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
@@ -169,15 +195,18 @@ def _run_argv(argv: list[str]) -> Any:
     return None
 
 
-def _run_child(request: dict[str, Any]) -> None:
-    """In the forked child: become the requested ``nestkit`` process, then exit."""
+def _run_child(request: dict[str, Any], fds: list[int] | None = None) -> None:
+    """In the forked child: become the requested process, then exit. Its stdin, stdout and
+    stderr are ``fds`` (a stand-in's own) or else the request's paths."""
     code = 1
     try:
         os.setpgid(0, 0)  # like a shell job: a kill of the test's child never reaches the zygote
-        for target, path, mode in ((0, request["stdin"], os.O_RDONLY), (1, request["stdout"], os.O_WRONLY),
-                                   (2, request["stderr"], os.O_WRONLY)):
-            fd = os.open(path, mode)
+        if fds is None:
+            fds = [os.open(request["stdin"], os.O_RDONLY), os.open(request["stdout"], os.O_WRONLY),
+                   os.open(request["stderr"], os.O_WRONLY)]
+        for target, fd in enumerate(fds):
             os.dup2(fd, target)
+        for fd in set(fds) - {0, 1, 2}:
             os.close(fd)
         sys.stdin = open(0, encoding="utf-8", closefd=False)
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1 if os.isatty(1) else -1)
@@ -205,6 +234,51 @@ def _run_child(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
+_STAND_IN = """
+import json, os, signal, socket, sys
+
+conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+conn.connect({address!r})
+request = {{"argv": ["python", *sys.argv[1:]], "env": dict(os.environ), "cwd": os.getcwd()}}
+socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
+pid = json.loads(conn.recv(4096))["pid"]
+
+
+def forward(sig, frame):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(sig, forward)
+reply = conn.recv(4096)
+status = json.loads(reply)["status"] if reply else 1
+if status < 0:
+    signal.signal(-status, signal.SIG_DFL)
+    os.kill(os.getpid(), -status)
+os._exit(status & 0xFF)
+"""
+
+
+def _stand_in(folder: str) -> tuple[socket.socket, str]:
+    """The listening socket for stand-ins and the stand-in's path (an executable script)."""
+    address = os.path.join(folder, "zygote.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(address)
+    listener.listen(64)
+    path = os.path.join(folder, "python")
+    with open(path, "w") as handle:
+        handle.write(f"#!{sys.executable} -SE\n" + _STAND_IN.format(address=address))
+    os.chmod(path, 0o755)
+    return listener, path
+
+
+def _status(wait_status: int) -> int:
+    return -os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else os.WEXITSTATUS(wait_status)
+
+
 def _serve() -> None:
     import torch  # noqa: F401  - the expensive part, paid once per test worker
     import torch._dynamo  # noqa: F401  - torch.optim imports it on the first optimizer (sympy & co: ~10 s here)
@@ -215,38 +289,77 @@ def _serve() -> None:
 
     for module in (*BUILTIN_MODULES, "nestkit.train.loop", "nestkit.data.loader"):
         __import__(module)  # imported, never run: the child starts from a clean nestkit
+    folder = tempfile.mkdtemp(prefix="nestkit-zygote-")
+    listener, python_exec = _stand_in(folder)
     out = sys.stdout
-    out.write(json.dumps({"ready": True}) + "\n")
+    out.write(json.dumps({"ready": True, "python_exec": python_exec}) + "\n")
     out.flush()
     children: set[int] = set()
+    stand_ins: dict[socket.socket, int] = {}  # a stand-in's connection -> the rank forked for it
+    ranks: set[int] = set()  # children forked for stand-ins: the client never hears of them
     pending = b""
+
+    def fork(request: dict[str, Any], fds: list[int] | None) -> int:
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            for conn in stand_ins:
+                conn.close()
+            _run_child(request, fds)
+        children.add(pid)
+        return pid
+
     while True:
-        readable, _, _ = select.select([0], [], [], 0.05)
-        if readable:
+        readable, _, _ = select.select([0, listener, *stand_ins], [], [], 0.05)
+        if 0 in readable:
             chunk = os.read(0, 1 << 16)
             if not chunk:
                 break
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
-                pid = os.fork()
-                if pid == 0:
-                    _run_child(json.loads(line))
-                children.add(pid)
-                out.write(json.dumps({"pid": pid}) + "\n")
+                out.write(json.dumps({"pid": fork(json.loads(line), None)}) + "\n")
                 out.flush()
+        if listener in readable:
+            conn, _ = listener.accept()
+            message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            pid = fork(json.loads(message), list(fds))
+            for fd in fds:
+                os.close(fd)
+            conn.send(json.dumps({"pid": pid}).encode())
+            stand_ins[conn] = pid
+            ranks.add(pid)
+        for conn in [c for c in stand_ins if c in readable]:
+            if not conn.recv(16):  # the stand-in was killed: so is its rank (and what the rank started)
+                try:
+                    os.killpg(stand_ins[conn], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                conn.close()
+                del stand_ins[conn]
         for pid in list(children):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                children.discard(pid)
-                code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-                out.write(json.dumps({"pid": pid, "status": code}) + "\n")
+            done, wait_status = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                continue
+            children.discard(pid)
+            if pid not in ranks:
+                out.write(json.dumps({"pid": pid, "status": _status(wait_status)}) + "\n")
                 out.flush()
+                continue
+            ranks.discard(pid)
+            for conn in [c for c, p in stand_ins.items() if p == pid]:  # none if the stand-in was killed
+                try:
+                    conn.send(json.dumps({"status": _status(wait_status)}).encode())
+                except OSError:
+                    pass
+                conn.close()
+                del stand_ins[conn]
     for pid in children:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

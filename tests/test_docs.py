@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, nestkit_executable, run_nestkit
+from conftest import ROOT, nestkit_executable, run_nestkit, run_python
 from nestkit.data import demo_manifests
 from nestkit.interop.nemo import nemo_config_from_recipe
 from nestkit.recipe import load_recipe
@@ -121,6 +121,8 @@ def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     executable = nestkit_executable()
     if argv[:len(executable)] == executable:
         return run_nestkit(*argv[len(executable):], cwd=cwd, env=env, timeout=300)
+    if argv[:2] == [sys.executable, "-m"]:  # torchrun
+        return run_python(*argv[1:], cwd=cwd, env=env, timeout=300)
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
 
 

@@ -15,14 +15,38 @@ from nestkit.interop.nemo import from_nemo_tensors, load_nemo_state_dict, recipe
 from _nemo_ref import ROOT, model_section, reference_file
 
 
-def test_nest_large_state_dict_has_nemo_keys_shapes_dtypes() -> None:
+@pytest.fixture(scope="module")
+def nest_large() -> torch.nn.Module:
+    """NEST-L as the shipped recipe builds it, once. Only its layout is compared, never its values,
+    so the random initialisation of its 113M weights (most of a 10 s build here) is skipped."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("kaiming_uniform_", "uniform_", "normal_", "xavier_normal_", "xavier_uniform_"):
+            patch.setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        return nestkit.build_model(ROOT / "recipes/nest_fast_conformer.yaml")
+
+
+def test_nest_large_state_dict_has_nemo_keys_shapes_dtypes(nest_large: torch.nn.Module) -> None:
     ref = json.loads(reference_file("nest_large_state_dict.json").read_text())["state_dict"]
-    model = nestkit.build_model(ROOT / "recipes/nest_fast_conformer.yaml")
-    state = to_nemo_state_dict(model)
+    state = to_nemo_state_dict(nest_large)
     assert list(state) == list(ref)  # same keys, same order
     for key, info in ref.items():
         assert list(state[key].shape) == info["shape"], key
         assert str(state[key].dtype).removeprefix("torch.") == info["dtype"], key
+
+
+def test_nest_large_sizes_match_nemo(nest_large: torch.nn.Module) -> None:
+    ref = json.loads(reference_file("nest_large_state_dict.json").read_text())
+    params = list(nest_large.parameters())
+    assert sum(p.numel() for p in params) == ref["total_parameters"] == 113_106_000
+    assert sum(p.numel() for p in params if p.requires_grad) == ref["trainable_parameters"] == 112_964_608
+    names = {"preprocessor": "preprocessor", "encoder": "encoder", "quantizer": "quantizer",
+             "mask_processor": "masking", "decoder": "decoder", "loss": "loss"}
+    for nemo_name, ours in names.items():
+        module = getattr(nest_large, ours)
+        counts = ref["per_module"][nemo_name]
+        assert sum(p.numel() for p in module.parameters()) == counts["parameters"], nemo_name
+        assert sum(p.numel() for p in module.parameters() if p.requires_grad) == counts["trainable"], nemo_name
+        assert sum(b.numel() for b in module.buffers()) == counts["buffer_elements"], nemo_name
 
 
 def test_round_trip_is_exact() -> None:

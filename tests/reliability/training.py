@@ -323,8 +323,9 @@ def kill_data_worker(recipe: Path, name: str, bound_s: float = 60.0) -> CrashRes
 
 
 def kill_ddp_rank(recipe: Path, name: str, rank: int = 1, bound_s: float = 90.0) -> CrashResult:
-    """`nestkit train --devices 2` (gloo on the CPU); SIGKILL rank ``rank`` after step 3."""
-    run = Training(recipe, name, "--devices", "2", "trainer.max_steps=1000")
+    """`nestkit train --devices 2` (gloo on the CPU); SIGKILL rank ``rank`` after step 3. The ranks
+    are real interpreters, children of the launcher (not forked by the test zygote)."""
+    run = Training(recipe, name, "--devices", "2", "trainer.max_steps=1000", env={"PYTHON_EXEC": sys.executable})
     try:
         if not run.wait_for_line("step 3/"):
             raise RuntimeError(f"run ended before step 3: {run.finish()}")
