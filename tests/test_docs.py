@@ -1,6 +1,6 @@
 """Every command shown in README.md runs (shortened where it would train for long).
 
-The commands run in order, as a user would type them, in a scratch folder that has the repo's
+The commands run in order, one test each, as a user would type them, in a scratch folder that has the repo's
 `recipes/`, `plugins/` and `nestkit/` plus a `data/` folder with manifests of the bundled demo
 audio. A README command this test does not know how to run fails the test, so the README cannot
 show a command nobody checked.
@@ -140,27 +140,35 @@ def check_tensorboard(logdir: Path) -> None:
     assert {"train_loss", "learning_rate", "val_loss"} <= tags, tags
 
 
+README_COMMANDS = list(readme_commands())
+
+
 @pytest.mark.slow
-def test_every_readme_command_runs(workdir: Path) -> None:
-    commands = list(readme_commands())
-    assert len(commands) >= 15
-    for command, expected_error in commands:
-        parts = [p.strip() for p in command.split("&&")]
-        for part in parts:
-            if part.startswith("tensorboard --logdir"):
-                check_tensorboard(workdir / shlex.split(part)[2])
-                continue
-            argv = shortened(part)
-            if argv is None:
-                continue
-            result = run(argv, workdir)
-            if expected_error is not None:
-                assert result.returncode == 2, (part, result.stdout, result.stderr)
-                assert result.stderr.strip() == expected_error, (part, result.stderr)
-                continue
-            assert result.returncode == 0, (part, result.stdout[-2000:], result.stderr[-3000:])
-            assert "Traceback" not in result.stderr, part
-    # what the commands left behind is what README says they produce
+@pytest.mark.parametrize(("command", "expected_error"), README_COMMANDS,
+                         ids=[f"{i:02d}:{' '.join(c.split()[:3])}" for i, (c, _) in enumerate(README_COMMANDS)])
+def test_readme_command_runs(workdir: Path, command: str, expected_error: str | None) -> None:
+    """One README line. The lines run in README's order in one folder, as a user types them, so a
+    command may use what an earlier one made (it fails when that one was deselected)."""
+    for part in (p.strip() for p in command.split("&&")):
+        if part.startswith("tensorboard --logdir"):
+            check_tensorboard(workdir / shlex.split(part)[2])
+            continue
+        argv = shortened(part)
+        if argv is None:
+            continue
+        result = run(argv, workdir)
+        if expected_error is not None:
+            assert result.returncode == 2, (part, result.stdout, result.stderr)
+            assert result.stderr.strip() == expected_error, (part, result.stderr)
+            continue
+        assert result.returncode == 0, (part, result.stdout[-2000:], result.stderr[-3000:])
+        assert "Traceback" not in result.stderr, part
+
+
+@pytest.mark.slow
+def test_readme_commands_leave_what_readme_says_they_make(workdir: Path) -> None:
+    """After the README lines above (in this file's order): what they left behind."""
+    assert len(README_COMMANDS) >= 15
     assert (workdir / "nestkit.schema.json").exists()
     assert sorted(p.name for p in (workdir / "data" / "shards").glob("audio_*.tar")) == [f"audio_{k}.tar" for k in range(8)]
     assert (workdir / "nest_experiments" / "NEST-demo" / "checkpoints" / "last.ckpt").exists()

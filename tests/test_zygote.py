@@ -11,7 +11,8 @@ from pathlib import Path
 
 from conftest import ZYGOTE
 
-SLEEPER = "import os, sys, time; print(os.getpid(), flush=True); print(sys.argv[1:], file=sys.stderr, flush=True); time.sleep(120)"
+# argv to stderr before the pid to stdout: once the test has read the pid, stderr holds the argv
+SLEEPER = "import os, sys, time; print(sys.argv[1:], file=sys.stderr, flush=True); print(os.getpid(), flush=True); time.sleep(120)"
 
 
 def _alive(pid: int) -> bool:
