@@ -114,10 +114,9 @@ class Zygote:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while pid not in self._statuses:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._next_message(left) and left == 0:  # nothing more has come: not yet
                     return None
-                self._next_message(left)
             return self._statuses.pop(pid)
 
 
@@ -128,6 +127,8 @@ class Child:
         self._zygote = zygote
         self.pid = pid
         self.returncode: int | None = None
+        self.stdin: Any = None  # the caller's ends of FIFOs, where it talks to the child through them
+        self.stdout: Any = None
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:

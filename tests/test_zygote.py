@@ -60,3 +60,12 @@ def test_killing_the_stand_in_kills_what_it_stood_for(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not _alive(pid)
 
+
+
+def test_poll_sees_an_exit_without_a_wait(tmp_path: Path) -> None:
+    child = ZYGOTE.spawn(["python", "-c", "raise SystemExit(3)"], dict(os.environ), tmp_path, os.devnull, os.devnull,
+                         os.devnull)
+    deadline = time.monotonic() + 30
+    while child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child.poll() == 3

@@ -51,15 +51,31 @@ class IsolatedChecker:
 
     def __init__(self, timeout_s: float = 60.0) -> None:
         self.timeout_s = timeout_s
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: Any = None  # a subprocess.Popen, or a tests/_zygote.py Child with the same parts
 
-    def _start(self) -> subprocess.Popen[str]:
+    def _start(self) -> Any:
+        """``python -m reliability.worker``, forked from the test zygote (tests/_zygote.py) with FIFOs
+        for its stdin and stdout, or a new interpreter under NESTKIT_TEST_FRESH=1."""
+        from conftest import FRESH_PROCESSES, ZYGOTE
+
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
                "OMP_NUM_THREADS": "1"}
-        return subprocess.Popen(
-            [sys.executable, "-m", "reliability.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, env=env, cwd=TESTS,
-        )
+        if FRESH_PROCESSES:
+            return subprocess.Popen(
+                [sys.executable, "-m", "reliability.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, text=True, env=env, cwd=TESTS,
+            )
+        fifos = Path(tempfile.mkdtemp(prefix="nestkit-checker-"))
+        requests, answers = fifos / "stdin", fifos / "stdout"
+        os.mkfifo(requests)
+        os.mkfifo(answers)
+        proc = ZYGOTE.spawn(["python", "-m", "reliability.worker"], env, TESTS, str(requests), str(answers), os.devnull)
+        proc.stdin = open(requests, "w")  # noqa: SIM115 - in the order the child opens them
+        proc.stdout = open(answers)  # noqa: SIM115
+        for fifo in (requests, answers):
+            fifo.unlink()
+        fifos.rmdir()
+        return proc
 
     def check(self, request: dict[str, Any]) -> dict[str, Any]:
         """``{"outcome": ...}`` or ``{"violation": ...}`` (a crash or a hang is a violation)."""
@@ -81,6 +97,11 @@ class IsolatedChecker:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait(timeout=30)
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()
+                except OSError:  # a request still buffered for a worker that died
+                    pass
             self.proc = None
 
     def __enter__(self) -> IsolatedChecker:
