@@ -23,7 +23,7 @@ negative number for a signal).
 
 DDP ranks come from the zygote too. torchrun starts each rank as ``$PYTHON_EXEC -u -m
 nestkit.cli.main ...`` (its documented override of ``sys.executable``), and children get
-``PYTHON_EXEC`` pointing to a *stand-in*: a tiny script run by ``python -S`` (no site-packages,
+``PYTHON_EXEC`` pointing to a *stand-in*: a tiny script run by ``python -SE`` (no site-packages,
 no torch) that hands its argv, environment, folder and its own stdin/stdout/stderr to the zygote
 over a Unix socket, forwards the signals it gets to the forked rank, and exits with the rank's
 status (dying of the same signal when the rank did). When the stand-in itself is killed, the
@@ -332,10 +332,12 @@ def _serve() -> None:
             ranks.add(pid)
         for conn in [c for c in stand_ins if c in readable]:
             if not conn.recv(16):  # the stand-in was killed: so is its rank (and what the rank started)
-                try:
-                    os.killpg(stand_ins[conn], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                for kill in (os.killpg, os.kill):  # os.kill: the rank may not lead its own group yet
+                    try:
+                        kill(stand_ins[conn], signal.SIGKILL)
+                        break
+                    except ProcessLookupError:
+                        pass
                 conn.close()
                 del stand_ins[conn]
         for pid in list(children):
