@@ -284,6 +284,9 @@ def _serve() -> None:
     import torch  # noqa: F401  - the expensive part, paid once per test worker
     import torch._dynamo  # noqa: F401  - torch.optim imports it on the first optimizer (sympy & co: ~10 s here)
     import torch.utils.tensorboard  # noqa: F401  - the run's SummaryWriter (its file I/O layer pulls in boto3)
+    import typer.rich_utils  # noqa: F401  - what --help and rich output import (~1 s a command here)
+    import rich.markdown  # noqa: F401
+    import rich.syntax  # noqa: F401
 
     import nestkit.cli.main  # noqa: F401
     from nestkit.builtin import BUILTIN_MODULES
