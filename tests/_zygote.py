@@ -95,6 +95,25 @@ class Zygote:
                 if "status" not in message:
                     return Child(self, int(message["pid"]))
 
+    def popen(self, argv: list[str], env: dict[str, str], cwd: Path, *, stdin: bool = False, stdout: bool = False,
+              stderr: bool = False) -> Child:
+        """``spawn`` with pipes, like ``subprocess.Popen(..., stdin=PIPE, ...)``: each stream asked for is
+        a FIFO whose text end is ``child.stdin`` / ``.stdout`` / ``.stderr``; the others are /dev/null."""
+        folder = Path(tempfile.mkdtemp(prefix="nestkit-pipes-"))
+        wanted = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
+        paths = {name: str(folder / name) if pipe else os.devnull for name, pipe in wanted.items()}
+        try:
+            for name, pipe in wanted.items():
+                if pipe:
+                    os.mkfifo(paths[name])
+            child = self.spawn(argv, env, cwd, paths["stdin"], paths["stdout"], paths["stderr"])
+            for name, mode in (("stdin", "w"), ("stdout", "r"), ("stderr", "r")):  # the order the child opens them
+                if wanted[name]:
+                    setattr(child, name, open(paths[name], mode))  # noqa: SIM115 - the caller's to close
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return child
+
     def _next_message(self, timeout: float | None) -> dict[str, Any]:
         """The zygote's next message ({} if ``timeout`` passes first); exit statuses are kept."""
         assert self._proc is not None and self._proc.stdout is not None
@@ -127,8 +146,9 @@ class Child:
         self._zygote = zygote
         self.pid = pid
         self.returncode: int | None = None
-        self.stdin: Any = None  # the caller's ends of FIFOs, where it talks to the child through them
+        self.stdin: Any = None  # the caller's ends of the pipes Zygote.popen made
         self.stdout: Any = None
+        self.stderr: Any = None
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
@@ -298,23 +318,21 @@ def _serve() -> None:
     out = sys.stdout
     out.write(json.dumps({"ready": True, "python_exec": python_exec}) + "\n")
     out.flush()
-    children: set[int] = set()
-    stand_ins: dict[socket.socket, int] = {}  # a stand-in's connection -> the rank forked for it
-    ranks: set[int] = set()  # children forked for stand-ins: the client never hears of them
+    clients: set[int] = set()  # children the client asked for: it hears of their exit
+    ranks: dict[int, socket.socket | None] = {}  # children forked for a stand-in -> its connection (None: killed)
     pending = b""
 
     def fork(request: dict[str, Any], fds: list[int] | None) -> int:
         pid = os.fork()
         if pid == 0:
             listener.close()
-            for conn in stand_ins:
+            for conn in filter(None, ranks.values()):
                 conn.close()
             _run_child(request, fds)
-        children.add(pid)
         return pid
 
     while True:
-        readable, _, _ = select.select([0, listener, *stand_ins], [], [], 0.05)
+        readable, _, _ = select.select([0, listener, *filter(None, ranks.values())], [], [], 0.05)
         if 0 in readable:
             chunk = os.read(0, 1 << 16)
             if not chunk:
@@ -322,7 +340,9 @@ def _serve() -> None:
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
-                out.write(json.dumps({"pid": fork(json.loads(line), None)}) + "\n")
+                pid = fork(json.loads(line), None)
+                clients.add(pid)
+                out.write(json.dumps({"pid": pid}) + "\n")
                 out.flush()
         if listener in readable:
             conn, _ = listener.accept()
@@ -331,36 +351,34 @@ def _serve() -> None:
             for fd in fds:
                 os.close(fd)
             conn.send(json.dumps({"pid": pid}).encode())
-            stand_ins[conn] = pid
-            ranks.add(pid)
-        for conn in [c for c in stand_ins if c in readable]:
-            if not conn.recv(16):  # the stand-in was killed: so is its rank (and what the rank started)
+            ranks[pid] = conn
+        for pid, conn in list(ranks.items()):
+            if conn in readable and not conn.recv(16):  # the stand-in was killed: so is its rank (and its children)
                 for kill in (os.killpg, os.kill):  # os.kill: the rank may not lead its own group yet
                     try:
-                        kill(stand_ins[conn], signal.SIGKILL)
+                        kill(pid, signal.SIGKILL)
                         break
                     except ProcessLookupError:
                         pass
                 conn.close()
-                del stand_ins[conn]
-        for pid in list(children):
+                ranks[pid] = None
+        for pid in [*clients, *ranks]:
             done, wait_status = os.waitpid(pid, os.WNOHANG)
             if not done:
                 continue
-            children.discard(pid)
-            if pid not in ranks:
+            if pid in clients:
+                clients.discard(pid)
                 out.write(json.dumps({"pid": pid, "status": _status(wait_status)}) + "\n")
                 out.flush()
                 continue
-            ranks.discard(pid)
-            for conn in [c for c, p in stand_ins.items() if p == pid]:  # none if the stand-in was killed
+            conn = ranks.pop(pid)
+            if conn is not None:
                 try:
                     conn.send(json.dumps({"status": _status(wait_status)}).encode())
                 except OSError:
                     pass
                 conn.close()
-                del stand_ins[conn]
-    for pid in children:
+    for pid in [*clients, *ranks]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

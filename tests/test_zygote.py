@@ -10,17 +10,10 @@ import time
 from pathlib import Path
 
 from conftest import ZYGOTE
+from reliability.training import alive
 
 # argv to stderr before the pid to stdout: once the test has read the pid, stderr holds the argv
 SLEEPER = "import os, sys, time; print(sys.argv[1:], file=sys.stderr, flush=True); print(os.getpid(), flush=True); time.sleep(120)"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def _start(tmp_path: Path, code: str, *args: str) -> tuple[subprocess.Popen[str], int]:
@@ -41,14 +34,14 @@ def test_exit_status_streams_folder_and_environment_pass_through(tmp_path: Path)
 
 def test_a_signal_reaches_the_forked_process_and_its_death_is_reported_as_such(tmp_path: Path) -> None:
     proc, pid = _start(tmp_path, SLEEPER, "x")
-    assert pid != proc.pid and _alive(pid)
+    assert pid != proc.pid and alive(pid)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == -signal.SIGTERM
     assert proc.stderr is not None and proc.stderr.read() == "['x']\n"
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def test_killing_the_stand_in_kills_what_it_stood_for(tmp_path: Path) -> None:
@@ -56,10 +49,9 @@ def test_killing_the_stand_in_kills_what_it_stood_for(tmp_path: Path) -> None:
     proc.kill()
     assert proc.wait(timeout=30) == -signal.SIGKILL
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
-
+    assert not alive(pid)
 
 
 def test_poll_sees_an_exit_without_a_wait(tmp_path: Path) -> None:

@@ -13,10 +13,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,25 +60,18 @@ class Training:
         if FRESH_PROCESSES:
             self.proc: Any = subprocess.Popen([*nestkit_executable(), *argv], cwd=ROOT, stdin=subprocess.DEVNULL,
                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
-            streams: list[Callable[[], Any]] = [lambda: self.proc.stdout, lambda: self.proc.stderr]
-            self._fifos: Path | None = None
-        else:  # forked from the test worker's zygote (tests/_zygote.py); its output comes through FIFOs
-            self._fifos = fifos = Path(tempfile.mkdtemp(prefix="nestkit-train-"))
-            out, err = fifos / "stdout", fifos / "stderr"
-            os.mkfifo(out)
-            os.mkfifo(err)
-            self.proc = ZYGOTE.spawn(["nestkit", *argv], full_env, ROOT, os.devnull, str(out), str(err))
-            streams = [lambda: open(out), lambda: open(err)]  # noqa: SIM115 - closed by _read
+        else:  # forked from the test worker's zygote (tests/_zygote.py)
+            self.proc = ZYGOTE.popen(["nestkit", *argv], full_env, ROOT, stdout=True, stderr=True)
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         self._err: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(streams[0], self.lines), daemon=True),
-                         threading.Thread(target=self._read, args=(streams[1], self._err), daemon=True)]
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, self._err), daemon=True)]
         for t in self._readers:
             t.start()
 
-    def _read(self, open_stream: Callable[[], Any], into: list[str]) -> None:
-        with open_stream() as stream:
+    def _read(self, stream: Any, into: list[str]) -> None:
+        with stream:
             for line in stream:
                 with self._new_line:
                     into.append(line)
@@ -110,8 +101,6 @@ class Training:
             raise
         for t in self._readers:
             t.join(timeout=10)
-        if self._fifos is not None:
-            shutil.rmtree(self._fifos, ignore_errors=True)
         return self.proc.returncode, "".join(self.lines), "".join(self._err)
 
 

@@ -54,7 +54,7 @@ class IsolatedChecker:
         self.proc: Any = None  # a subprocess.Popen, or a tests/_zygote.py Child with the same parts
 
     def _start(self) -> Any:
-        """``python -m reliability.worker``, forked from the test zygote (tests/_zygote.py) with FIFOs
+        """``python -m reliability.worker``, forked from the test zygote (tests/_zygote.py) with pipes
         for its stdin and stdout, or a new interpreter under NESTKIT_TEST_FRESH=1."""
         from conftest import FRESH_PROCESSES, ZYGOTE
 
@@ -65,17 +65,7 @@ class IsolatedChecker:
                 [sys.executable, "-m", "reliability.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, text=True, env=env, cwd=TESTS,
             )
-        fifos = Path(tempfile.mkdtemp(prefix="nestkit-checker-"))
-        requests, answers = fifos / "stdin", fifos / "stdout"
-        os.mkfifo(requests)
-        os.mkfifo(answers)
-        proc = ZYGOTE.spawn(["python", "-m", "reliability.worker"], env, TESTS, str(requests), str(answers), os.devnull)
-        proc.stdin = open(requests, "w")  # noqa: SIM115 - in the order the child opens them
-        proc.stdout = open(answers)  # noqa: SIM115
-        for fifo in (requests, answers):
-            fifo.unlink()
-        fifos.rmdir()
-        return proc
+        return ZYGOTE.popen(["python", "-m", "reliability.worker"], env, TESTS, stdin=True, stdout=True)
 
     def check(self, request: dict[str, Any]) -> dict[str, Any]:
         """``{"outcome": ...}`` or ``{"violation": ...}`` (a crash or a hang is a violation)."""
