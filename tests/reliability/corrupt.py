@@ -164,7 +164,7 @@ SEMANTIC_MISTAKES: tuple[tuple[str, Any], ...] = (
     ("model.encoder.subsampling_factor", 3),
     ("model.encoder.conv_kernel_size", 8),
     ("model.encoder.conv_kernel_size", 0),
-    ("model.preprocessor.sample_rate", 8000),
+    ("model.preprocessor.sample_rate", 22050),
     ("model.sample_rate", 0),
     ("model.train_ds.batch_size", 0),
     ("model.train_ds.num_workers", -2),
