@@ -80,6 +80,12 @@ class Zygote:
             self._started()
             return self._python_exec
 
+    @property
+    def pid(self) -> int:
+        """The zygote's own process: the parent of every process it forks, DDP ranks included."""
+        with self._lock:
+            return self._started().pid
+
     def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, stdin: str, stdout: str, stderr: str) -> Child:
         """Fork a child that runs ``argv`` (``["nestkit", ...]`` or ``["python", ...]``); its
         streams are the given paths. Unless ``env`` sets ``PYTHON_EXEC``, the DDP ranks the child

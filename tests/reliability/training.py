@@ -275,8 +275,10 @@ class CrashResult:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
 
-def _crash(run: Training, victim: int, bound_s: float) -> CrashResult:
-    tree = descendants(run.proc.pid)
+def _crash(run: Training, victim: int, bound_s: float, also: list[int] | None = None) -> CrashResult:
+    """SIGKILL ``victim``, then wait for the run to end; ``also`` are processes of the run that
+    are not below it in the process tree (DDP ranks forked by the test zygote)."""
+    tree = [*descendants(run.proc.pid), *(also or [])]
     t0 = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     hung = False
@@ -285,6 +287,8 @@ def _crash(run: Training, victim: int, bound_s: float) -> CrashResult:
     except subprocess.TimeoutExpired:
         hung = True
         kill_tree(run.proc.pid)
+        for p in also or []:
+            kill_tree(p)
     seconds = time.monotonic() - t0
     rc, out, err = run.finish(timeout=30)
     deadline = time.monotonic() + 10  # orphans get a moment to notice
@@ -312,16 +316,24 @@ def kill_data_worker(recipe: Path, name: str, bound_s: float = 60.0) -> CrashRes
 
 
 def kill_ddp_rank(recipe: Path, name: str, rank: int = 1, bound_s: float = 90.0) -> CrashResult:
-    """`nestkit train --devices 2` (gloo on the CPU); SIGKILL rank ``rank`` after step 3. The ranks
-    are real interpreters, children of the launcher (not forked by the test zygote)."""
-    run = Training(recipe, name, "--devices", "2", "trainer.max_steps=1000", env={"PYTHON_EXEC": sys.executable})
+    """`nestkit train --devices 2` (gloo on the CPU); SIGKILL rank ``rank`` after step 3.
+
+    torchrun starts each rank as ``$PYTHON_EXEC``: the test zygote's stand-in, which has the
+    zygote fork the rank and dies with it (tests/_zygote.py). Killing rank 1's stand-in is what
+    torchrun sees of a dead rank, and the zygote SIGKILLs the rank itself at once. The forked
+    ranks, children of the zygote, count among the run's processes that must all be gone."""
+    run = Training(recipe, name, "--devices", "2", "trainer.max_steps=1000")
     try:
         if not run.wait_for_line("step 3/"):
             raise RuntimeError(f"run ended before step 3: {run.finish()}")
         ranks = {env_of(p).get("RANK"): p for p in descendants(run.proc.pid) if "RANK" in env_of(p)}
         if str(rank) not in ranks:
             raise RuntimeError(f"no rank {rank} among {ranks}")
-        return _crash(run, ranks[str(rank)], bound_s)
+        forked = [] if FRESH_PROCESSES else [p for p in children(ZYGOTE.pid) if p != run.proc.pid]
+        if not FRESH_PROCESSES and len(forked) != len(ranks):
+            raise RuntimeError(f"expected {len(ranks)} ranks forked by the zygote, found {forked}")
+        forked += [q for p in forked for q in descendants(p)]
+        return _crash(run, ranks[str(rank)], bound_s, also=forked)
     except BaseException:
         kill_tree(run.proc.pid)
         raise
