@@ -34,7 +34,8 @@ def worker_count(requested: int, key: str = "num_workers") -> int:
     cpus = usable_cpus()
     if requested <= cpus:
         return requested
-    note = f"note: {key}={requested} but {cpus} CPUs are usable here: using {cpus} loader workers"
+    cpus_are, workers = ("1 CPU is", "1 loader worker") if cpus == 1 else (f"{cpus} CPUs are", f"{cpus} loader workers")
+    note = f"note: {key}={requested} but {cpus_are} usable here: using {workers}"
     if note not in _NOTED:
         _NOTED.add(note)
         log.warning(note)
