@@ -80,11 +80,15 @@ def pip_install_copies(target: Path, *packages: Path) -> None:
     )
 
 
+TEST_PLUGINS = ("toy", "broken", "tiny_lstm", "clash")  # tests/plugins/NAME, entry point NAME
+
+
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test plugin packages (one working, one broken), installed by pip into a folder
-    that subprocesses put on PYTHONPATH: real distributions with real entry points. Installed
-    once per test run: the xdist workers of one run share the folder above their own."""
+    """The test plugin packages (TEST_PLUGINS), installed by one pip call into a folder that
+    subprocesses put on PYTHONPATH: real distributions with real entry points. A test sees the
+    ones it names through ``plugins_env``. Installed once per test run: the xdist workers of one
+    run share the folder above their own."""
     run_folder = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         run_folder = run_folder.parent  # pytest-N/popen-gwK -> pytest-N, this run's alone
@@ -95,6 +99,13 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.rmtree(target, ignore_errors=True)
             shutil.rmtree(run_folder / "plugin_site-sources", ignore_errors=True)
             target.mkdir()
-            pip_install_copies(target, ROOT / "tests" / "plugins" / "toy", ROOT / "tests" / "plugins" / "broken")
+            pip_install_copies(target, *(ROOT / "tests" / "plugins" / name for name in TEST_PLUGINS))
             (target / ".installed").touch()
     return target
+
+
+def plugins_env(site: Path, *enabled: str) -> dict[str, str]:
+    """The environment of a process that sees only the ``enabled`` test plugins of ``site``."""
+    assert set(enabled) <= set(TEST_PLUGINS), enabled
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")])),
+            "NESTKIT_DISABLE_PLUGINS": ",".join(name for name in TEST_PLUGINS if name not in enabled)}

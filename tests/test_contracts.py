@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import nestkit
 import nestkit.plugins
-from conftest import run_nestkit
+from conftest import plugins_env, run_nestkit
 from nestkit.contracts import BLOCKS, CAPABILITIES, LAYERS, SUBSAMPLING, declared_capabilities
 from nestkit.errors import NestkitError, RecipeError, RecipeErrors
 from nestkit.plugins import load_registry
@@ -171,7 +171,7 @@ def test_validate_refuses_compile_and_checkpointing_for_a_plugin_encoder_without
     """Through the executable, with tests/plugins/toy installed (its encoder has forward only;
     tests/test_plugin_swap.py runs post_conv and extract --layer with such an encoder)."""
     toy = "model.encoder={name: toy_strided, feat_in: 80, d_model: 96, subsampling_factor: 8}"
-    env = {"PYTHONPATH": str(plugin_site), "NESTKIT_DISABLE_PLUGINS": "broken"}
+    env = plugins_env(plugin_site, "toy")
     blocks = run_nestkit("validate", "recipes/nest_demo.yaml", toy, "trainer.activation_checkpointing=-1", "trainer.compile=true", "-q", env=env)
     assert blocks.returncode == 2, blocks.stderr
     assert blocks.stderr.splitlines() == [

@@ -7,14 +7,14 @@ import re
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
-from conftest import run_nestkit, run_python
+from conftest import plugins_env, run_nestkit, run_python
 
 from nestkit.plugins import load_registry
 from nestkit.registry import KINDS
 
 
 def test_installed_plugin_is_listed_with_its_provider(plugin_site: Path) -> None:
-    result = run_nestkit("list-components", "--json", env={"PYTHONPATH": str(plugin_site)})
+    result = run_nestkit("list-components", "--json", env=plugins_env(plugin_site, "toy", "broken"))
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     toy = [c for c in payload["components"] if c["name"] == "toy_strided"]
@@ -32,7 +32,7 @@ def test_installed_plugin_is_listed_with_its_provider(plugin_site: Path) -> None
 
 
 def test_broken_plugin_warns_once_and_cli_keeps_working(plugin_site: Path) -> None:
-    result = run_nestkit("list-components", "--json", env={"PYTHONPATH": str(plugin_site)})
+    result = run_nestkit("list-components", "--json", env=plugins_env(plugin_site, "toy", "broken"))
     assert result.returncode == 0
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1, result.stderr
@@ -49,14 +49,14 @@ def test_plugin_component_builds_from_a_section(plugin_site: Path) -> None:
         "y, n = enc(torch.zeros(2, 80, 64), torch.tensor([64, 40]))\n"
         "print(tuple(y.shape), n.tolist())\n"
     )
-    result = run_python("-c", code, env={"PYTHONPATH": str(plugin_site)}, timeout=120)
+    result = run_python("-c", code, env=plugins_env(plugin_site, "toy", "broken"), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(2, 16, 8) [8, 5]"
 
 
 def test_plugins_can_be_disabled_by_name(plugin_site: Path) -> None:
     result = run_nestkit(
-        "list-components", "--json", env={"PYTHONPATH": str(plugin_site), "NESTKIT_DISABLE_PLUGINS": "broken,toy"}
+        "list-components", "--json", env=plugins_env(plugin_site)  # NESTKIT_DISABLE_PLUGINS names all four
     )
     assert result.returncode == 0
     assert result.stderr.strip() == ""
@@ -64,7 +64,7 @@ def test_plugins_can_be_disabled_by_name(plugin_site: Path) -> None:
 
 
 def test_describe_shows_plugin_fields(plugin_site: Path) -> None:
-    result = run_nestkit("describe", "encoder", "toy_strided", env={"PYTHONPATH": str(plugin_site)})
+    result = run_nestkit("describe", "encoder", "toy_strided", env=plugins_env(plugin_site, "toy", "broken"))
     assert result.returncode == 0, result.stderr
     for field, default in (("feat_in", "80"), ("d_model", "64"), ("subsampling_factor", "8")):
         assert any(field in line and default in line for line in result.stdout.splitlines()), result.stdout
@@ -87,7 +87,7 @@ def test_a_failing_plugin_registers_nothing_and_the_others_all_register() -> Non
 
 
 def test_trace_prints_each_hook_call_with_its_plugin(plugin_site: Path) -> None:
-    env = {"PYTHONPATH": str(plugin_site), "NESTKIT_TRACE_PLUGINS": "1"}
+    env = {**plugins_env(plugin_site, "toy", "broken"), "NESTKIT_TRACE_PLUGINS": "1"}
     result = run_nestkit("list-components", "--json", env=env)
     assert result.returncode == 0, result.stderr
     trace = [line for line in result.stderr.splitlines() if line.startswith("nestkit: ")]
@@ -102,5 +102,5 @@ def test_trace_prints_each_hook_call_with_its_plugin(plugin_site: Path) -> None:
     components = json.loads(result.stdout)["components"]
     assert counted["builtin"] == len([c for c in components if c["provider"] == "nestkit"])
     assert "broken" not in traced  # it fails on import: no hook call to trace
-    quiet = run_nestkit("list-components", "--json", env={"PYTHONPATH": str(plugin_site)})
+    quiet = run_nestkit("list-components", "--json", env=plugins_env(plugin_site, "toy", "broken"))
     assert not [line for line in quiet.stderr.splitlines() if line.startswith("nestkit: ")]

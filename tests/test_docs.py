@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, nestkit_executable, run_nestkit, run_python
+from conftest import ROOT, TEST_PLUGINS, nestkit_executable, plugins_env, run_nestkit, run_python
 from nestkit.data import demo_manifests
 from nestkit.interop.nemo import nemo_config_from_recipe
 from nestkit.recipe import load_recipe
@@ -57,6 +57,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def installed() -> list[str]:
+    """The test plugins the README lines so far have installed."""
+    return []
+
+
+@pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's folder: the repo's recipes/plugins/package, demo manifests under data/, and a
     NeMo training config to convert."""
@@ -87,11 +93,6 @@ def shortened(command: str) -> list[str] | None:
             if arg == "-e":
                 target = argv[i + 1].split("[")[0].strip("\"'")
                 assert (ROOT / target / "pyproject.toml").exists(), f"README installs a missing package: {target}"
-        if "-e" not in argv:  # a test plugin of this repository: into site/, which run() puts on PYTHONPATH
-            install = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from pathlib import Path; "
-                       "from conftest import pip_install_copies; "
-                       "pip_install_copies(Path('site').resolve(), *map(Path, sys.argv[1:]))")
-            return [sys.executable, "-c", install, *(str(ROOT / package) for package in argv[2:])]
         return None  # installing is CI's job (.ci/run runs README's test command)
     if argv[:3] == ["python", "-m", "pytest"]:
         return None  # this is the suite itself
@@ -116,8 +117,18 @@ def shortened(command: str) -> list[str] | None:
     raise AssertionError(f"README command not covered by tests/test_docs.py: {command}")
 
 
-def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(cwd / "site"), os.environ.get("PYTHONPATH", "")])}
+def plugins_installed_by(command: list[str]) -> list[str]:
+    """The test plugins (tests/plugins/NAME) that ``pip install`` without ``-e`` installs."""
+    if command[:2] != ["pip", "install"] or "-e" in command:
+        return []
+    names = [Path(package).name for package in command[2:]]
+    assert all(ROOT / "tests" / "plugins" / name == ROOT / package and name in TEST_PLUGINS
+               for name, package in zip(names, command[2:])), f"README installs an unknown package: {command}"
+    return names
+
+
+def run(argv: list[str], cwd: Path, plugins: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **ENV, **plugins}
     executable = nestkit_executable()
     if argv[:len(executable)] == executable:
         return run_nestkit(*argv[len(executable):], cwd=cwd, env=env, timeout=300)
@@ -146,17 +157,21 @@ README_COMMANDS = list(readme_commands())
 @pytest.mark.slow
 @pytest.mark.parametrize(("command", "expected_error"), README_COMMANDS,
                          ids=[f"{i:02d}:{' '.join(c.split()[:3])}" for i, (c, _) in enumerate(README_COMMANDS)])
-def test_readme_command_runs(workdir: Path, command: str, expected_error: str | None) -> None:
+def test_readme_command_runs(workdir: Path, installed: list[str], plugin_site: Path, command: str,
+                             expected_error: str | None) -> None:
     """One README line. The lines run in README's order in one folder, as a user types them, so a
-    command may use what an earlier one made (it fails when that one was deselected)."""
+    command may use what an earlier one made (it fails when that one was deselected). A test plugin
+    a line installs comes from the suite's one pip install of them all (conftest's plugin_site):
+    the commands after it see it, those before do not."""
     for part in (p.strip() for p in command.split("&&")):
         if part.startswith("tensorboard --logdir"):
             check_tensorboard(workdir / shlex.split(part)[2])
             continue
+        installed.extend(plugins_installed_by(shlex.split(part)))
         argv = shortened(part)
         if argv is None:
             continue
-        result = run(argv, workdir)
+        result = run(argv, workdir, plugins_env(plugin_site, *installed))
         if expected_error is not None:
             assert result.returncode == 2, (part, result.stdout, result.stderr)
             assert result.stderr.strip() == expected_error, (part, result.stderr)

@@ -6,7 +6,6 @@ swapping a component from the command line, one-line errors from plugin code, na
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 
 import nestkit
 from _train_recipe import tiny_recipe
-from conftest import ROOT, pip_install_copies, run_nestkit
+from conftest import ROOT, plugins_env, run_nestkit
 from nestkit import plugins
 from nestkit.data import demo_manifests
 from nestkit.errors import RecipeError
@@ -25,7 +24,6 @@ from nestkit.plugin_errors import crash_line
 from nestkit.plugins import get_registry, load_registry
 from nestkit.recipe import interpolate, load_recipe
 
-LSTM_ONLY = {"NESTKIT_DISABLE_PLUGINS": "clash"}
 CLASH_WARNING = ("warning: nestkit-clash also registers encoder 'fast_conformer': the bare name means nestkit's; "
                  "write 'nestkit-clash:fast_conformer' for nestkit-clash's")
 # what tiny_lstm's config does not accept of the tiny recipe's fast_conformer section
@@ -34,15 +32,12 @@ SWAP_NOTE = ("note: model.encoder.name=tiny_lstm: dropped n_heads, subsampling_c
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("swap_site")
-    pip_install_copies(target, ROOT / "tests" / "plugins" / "tiny_lstm", ROOT / "tests" / "plugins" / "clash")
-    return target
+def site(plugin_site: Path) -> Path:
+    return plugin_site
 
 
 def with_plugins(site: Path, *args: str, clash: bool = False) -> subprocess.CompletedProcess[str]:
-    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
-    return run_nestkit(*args, env={"PYTHONPATH": path, "OMP_NUM_THREADS": "1", **({} if clash else LSTM_ONLY)})
+    return run_nestkit(*args, env={**plugins_env(site, "tiny_lstm", *(["clash"] if clash else [])), "OMP_NUM_THREADS": "1"})
 
 
 def lines(text: str) -> list[str]:
@@ -130,6 +125,7 @@ def test_a_plugin_crash_names_the_plugin_and_where(site: Path, monkeypatch: pyte
     import torch
 
     monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("NESTKIT_DISABLE_PLUGINS", plugins_env(site, "tiny_lstm", "clash")["NESTKIT_DISABLE_PLUGINS"])
     registry = load_registry()
     encoder = registry.build("encoder", {"name": "tiny_lstm", "feat_in": 8, "d_model": 16})
     with pytest.raises(RuntimeError) as caught:
@@ -171,6 +167,7 @@ def test_a_recipe_picks_the_clashing_plugin_by_provider_and_switches_to_its_fiel
     """How train and describe resolve names (through the registry, as validate does): the bare name is
     the built-in, ``provider:name`` the plugin, and switching to it keeps the keys its config has."""
     monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("NESTKIT_DISABLE_PLUGINS", plugins_env(site, "tiny_lstm", "clash")["NESTKIT_DISABLE_PLUGINS"])
     registry = load_registry()
     demo = ROOT / "recipes" / "nest_demo.yaml"
     assert load_recipe(demo, registry=registry).data["model"]["encoder"]["n_heads"] == 4  # the built-in's field
