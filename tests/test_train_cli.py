@@ -151,6 +151,7 @@ def test_bad_devices_flag(tmp_path: Path) -> None:
 def test_bundled_demo_recipe_trains(tmp_path: Path) -> None:
     result = run_nestkit(
         "train", str(ROOT / "recipes" / "nest_demo.yaml"), "trainer.max_steps=30", "trainer.val_check_interval=15",
+        "trainer.limit_val_batches=5",
         f"exp_manager.exp_dir={tmp_path}", "exp_manager.create_checkpoint_callback=true", env=FAST,
     )
     assert result.returncode == 0, result.stderr
