@@ -35,6 +35,7 @@ def test_write_then_read_each_item_once(tmp_path: Path) -> None:
         manifest_filepath=str(tmp_path / "tarred_audio_manifest.json"),
         is_tarred=True,
         tarred_audio_filepaths=str(tmp_path / "audio_{0..3}.tar"),
+        sample_rate=8000,  # the prompts' own rate: no resampling (what is read, not how, is checked here)
         batch_size=16,
         shuffle_n=32,
         num_workers=2,
@@ -42,7 +43,7 @@ def test_write_then_read_each_item_once(tmp_path: Path) -> None:
     for epoch in (0, 1):
         seen: Counter[int] = Counter()
         for rank in (0, 1):
-            loader = build_dataloader(cfg, sample_rate=16000, train=True, seed=4, rank=rank, world_size=2, epoch=epoch)
+            loader = build_dataloader(cfg, sample_rate=8000, train=True, seed=4, rank=rank, world_size=2, epoch=epoch)
             for batch in loader:
                 assert len(batch) <= 16
                 seen.update(batch.indices.tolist())
