@@ -121,10 +121,10 @@ def plugins_installed_by(command: list[str]) -> list[str]:
     """The test plugins (tests/plugins/NAME) that ``pip install`` without ``-e`` installs."""
     if command[:2] != ["pip", "install"] or "-e" in command:
         return []
-    names = [Path(package).name for package in command[2:]]
-    assert all(ROOT / "tests" / "plugins" / name == ROOT / package and name in TEST_PLUGINS
-               for name, package in zip(names, command[2:])), f"README installs an unknown package: {command}"
-    return names
+    packages = [Path(package) for package in command[2:]]
+    unknown = [str(p) for p in packages if p.parent != Path("tests/plugins") or p.name not in TEST_PLUGINS]
+    assert not unknown, f"README installs a package that is not a test plugin: {unknown}"
+    return [p.name for p in packages]
 
 
 def run(argv: list[str], cwd: Path, plugins: dict[str, str]) -> subprocess.CompletedProcess[str]:

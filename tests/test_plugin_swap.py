@@ -31,13 +31,15 @@ SWAP_NOTE = ("note: model.encoder.name=tiny_lstm: dropped n_heads, subsampling_c
              "dropout_pre_encoder, dropout_emb (not fields of tiny_lstm)")
 
 
-@pytest.fixture(scope="module")
-def site(plugin_site: Path) -> Path:
-    return plugin_site
-
-
 def with_plugins(site: Path, *args: str, clash: bool = False) -> subprocess.CompletedProcess[str]:
     return run_nestkit(*args, env={**plugins_env(site, "tiny_lstm", *(["clash"] if clash else [])), "OMP_NUM_THREADS": "1"})
+
+
+def import_plugins(monkeypatch: pytest.MonkeyPatch, site: Path) -> None:
+    """This process sees tiny_lstm and clash of ``site``, as ``with_plugins(..., clash=True)`` does."""
+    for name, value in plugins_env(site, "tiny_lstm", "clash").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(site))
 
 
 def lines(text: str) -> list[str]:
@@ -58,9 +60,9 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def swap_run(site: Path, recipe: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+def swap_run(plugin_site: Path, recipe: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
     """The one training run: three steps of tiny_lstm, swapped in on the command line; its folder."""
-    result = with_plugins(site, "train", str(recipe), "model.encoder.name=tiny_lstm", "model.encoder.hidden_size=32")
+    result = with_plugins(plugin_site, "train", str(recipe), "model.encoder.name=tiny_lstm", "model.encoder.hidden_size=32")
     return result, recipe.parent / "exp" / "tiny"
 
 
@@ -80,16 +82,16 @@ def test_swapping_the_encoder_on_the_command_line_trains_a_plugin_without_capabi
 
 
 def test_what_the_plugin_encoder_cannot_do_is_one_line(
-    site: Path, recipe: Path, swap_run: tuple[subprocess.CompletedProcess[str], Path],
+    plugin_site: Path, recipe: Path, swap_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
     checkpoint = swap_run[1] / "checkpoints" / "last.ckpt"
-    extract = with_plugins(site, "extract", str(checkpoint), str(demo_manifests()[1]), str(recipe.parent / "feats"), "--layer", "0")
+    extract = with_plugins(plugin_site, "extract", str(checkpoint), str(demo_manifests()[1]), str(recipe.parent / "feats"), "--layer", "0")
     assert extract.returncode == 2, extract.stderr
     [line] = lines(extract.stderr)
     assert line.startswith("error: ") and "tiny_lstm" in line and "--layer" in line and "forward_layers" in line, line
     assert not (recipe.parent / "feats").exists()
 
-    post_conv = with_plugins(site, "validate", "-q", str(recipe), "model.encoder.name=tiny_lstm", "model.mask_position=post_conv")
+    post_conv = with_plugins(plugin_site, "validate", "-q", str(recipe), "model.encoder.name=tiny_lstm", "model.mask_position=post_conv")
     assert post_conv.returncode == 2, post_conv.stderr
     assert lines(post_conv.stderr)[0] == SWAP_NOTE
     [line] = lines(post_conv.stderr)[1:]
@@ -97,35 +99,34 @@ def test_what_the_plugin_encoder_cannot_do_is_one_line(
     assert "subsample" in line, line
 
 
-def test_a_plugin_refusing_its_settings_is_one_line_and_a_run_leaves_no_folder(site: Path, recipe: Path, tmp_path: Path) -> None:
+def test_a_plugin_refusing_its_settings_is_one_line_and_a_run_leaves_no_folder(plugin_site: Path, recipe: Path, tmp_path: Path) -> None:
     expected = (f"error: {recipe}: model.encoder (nestkit-tiny-lstm:tiny_lstm): "
                 "hidden_size (16) must be at least d_model (32)")
     swap = ["model.encoder.name=tiny_lstm", "model.encoder.hidden_size=16", f"exp_manager.exp_dir={tmp_path / 'exp'}"]
-    validate = with_plugins(site, "validate", "-q", str(recipe), *swap)
+    validate = with_plugins(plugin_site, "validate", "-q", str(recipe), *swap)
     assert validate.returncode == 2
     assert lines(validate.stderr) == [SWAP_NOTE, expected]
-    train = with_plugins(site, "train", str(recipe), *swap, clash=True)  # the clash warning comes first, the rest alike
+    train = with_plugins(plugin_site, "train", str(recipe), *swap, clash=True)  # the clash warning comes first, the rest alike
     assert train.returncode == 2
     assert lines(train.stderr) == [CLASH_WARNING, SWAP_NOTE, expected]
     assert not (tmp_path / "exp").exists()
 
 
-def test_a_plugin_bug_is_one_line_naming_the_plugin(site: Path, recipe: Path) -> None:
+def test_a_plugin_bug_is_one_line_naming_the_plugin(plugin_site: Path, recipe: Path) -> None:
     args = ["validate", "-q", str(recipe), "model.encoder.name=tiny_lstm", "model.encoder.init=xavier"]
-    result = with_plugins(site, *args)
+    result = with_plugins(plugin_site, *args)
     assert result.returncode == 1
     assert lines(result.stderr) == [SWAP_NOTE, (
         f"error: {recipe}: model.encoder (nestkit-tiny-lstm:tiny_lstm): KeyError: 'xavier' "
         "(a bug in nestkit-tiny-lstm? rerun with --debug for the traceback)")]
 
 
-def test_a_plugin_crash_names_the_plugin_and_where(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plugin_crash_names_the_plugin_and_where(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plugin code failing after it was built (a forward pass in training) is one line too: what the
     command prints instead of the traceback; failing while it is built, the error's cause is the traceback."""
     import torch
 
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("NESTKIT_DISABLE_PLUGINS", plugins_env(site, "tiny_lstm", "clash")["NESTKIT_DISABLE_PLUGINS"])
+    import_plugins(monkeypatch, plugin_site)
     registry = load_registry()
     encoder = registry.build("encoder", {"name": "tiny_lstm", "feat_in": 8, "d_model": 16})
     with pytest.raises(RuntimeError) as caught:
@@ -139,12 +140,12 @@ def test_a_plugin_crash_names_the_plugin_and_where(site: Path, monkeypatch: pyte
     assert isinstance(built.value.__cause__, KeyError) and built.value.exit_code == 1
 
 
-def test_a_plugin_reusing_a_builtin_name_breaks_no_shipped_recipe(site: Path) -> None:
-    demo = with_plugins(site, "validate", "-q", "--no-params", "recipes/nest_demo.yaml", clash=True)
+def test_a_plugin_reusing_a_builtin_name_breaks_no_shipped_recipe(plugin_site: Path) -> None:
+    demo = with_plugins(plugin_site, "validate", "-q", "--no-params", "recipes/nest_demo.yaml", clash=True)
     assert demo.returncode == 0, demo.stderr
     assert lines(demo.stderr) == [CLASH_WARNING]
 
-    schema = with_plugins(site, "schema", clash=True)
+    schema = with_plugins(plugin_site, "schema", clash=True)
     assert schema.returncode == 0 and lines(schema.stderr) == [CLASH_WARNING]
     schema = json.loads(schema.stdout)
     validator = jsonschema.Draft202012Validator(schema)
@@ -162,12 +163,11 @@ def test_a_plugin_reusing_a_builtin_name_breaks_no_shipped_recipe(site: Path) ->
 
 
 def test_a_recipe_picks_the_clashing_plugin_by_provider_and_switches_to_its_fields(
-    site: Path, monkeypatch: pytest.MonkeyPatch
+    plugin_site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """How train and describe resolve names (through the registry, as validate does): the bare name is
     the built-in, ``provider:name`` the plugin, and switching to it keeps the keys its config has."""
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("NESTKIT_DISABLE_PLUGINS", plugins_env(site, "tiny_lstm", "clash")["NESTKIT_DISABLE_PLUGINS"])
+    import_plugins(monkeypatch, plugin_site)
     registry = load_registry()
     demo = ROOT / "recipes" / "nest_demo.yaml"
     assert load_recipe(demo, registry=registry).data["model"]["encoder"]["n_heads"] == 4  # the built-in's field
