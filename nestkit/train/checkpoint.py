@@ -1,20 +1,15 @@
-"""Checkpoint files: atomic writes, safe loading, and which ones to keep.
+"""Checkpoint files: safe loading, which ones to keep, and which one a run resumes from.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so
-``torch.load(weights_only=True)`` reads it and no code runs on load. Writes go to a temporary
-file in the same folder, are flushed to disk, then renamed over the target: a crash or a full
-disk mid-write leaves the previous file untouched.
+``torch.load(weights_only=True)`` reads it and no code runs on load. Every checkpoint is written
+by ``atomic_save`` (atomic_write.py): a crash or a full disk mid-write leaves the previous file
+untouched.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
-import threading
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,104 +17,14 @@ from typing import Any
 import torch
 
 from nestkit.errors import CheckpointError
+from nestkit.train.atomic_write import atomic_save, reason
+
+__all__ = ["FORMAT", "LAST", "VERSION", "CheckpointKeeper", "atomic_save", "find_resume", "load_checkpoint"]
 
 FORMAT = "nestkit-checkpoint"
 VERSION = 1
 LAST = "last.ckpt"
 _BEST = re.compile(r"^best-step=(\d+)-val_loss=([-+0-9.eEinfa]+)\.ckpt$")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = " ".join(str(exc).split())
-    return text[:160] or type(exc).__name__
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _child_signals_deferred() -> Iterator[None]:
-    """Hold SIGCHLD's Python handler until the block is done, then run it.
-
-    torch's DataLoader installs a SIGCHLD handler that raises when a worker died. Raised in the
-    middle of ``torch.save`` it breaks the write and reads as a checkpoint error ("unexpected
-    pos ..."); deferred, the checkpoint is completed first and the dead worker is reported as such.
-    """
-    handler = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
-    if not callable(handler) or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[tuple[int, Any]] = []
-    signal.signal(signal.SIGCHLD, lambda signum, frame: pending.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGCHLD, handler)
-        if pending:
-            handler(*pending[0])
-
-
-class _FileSink:
-    """A file ``torch.save`` writes into that keeps the operating system's error.
-
-    torch reports a failed write of a file object as its own "unexpected pos ..." error; the
-    ``OSError`` behind it (``No space left on device``) is what the user needs to read.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.error: OSError | None = None
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        try:
-            while view:
-                view = view[os.write(self.fd, view):]
-        except OSError as exc:
-            self.error = self.error or exc
-            raise
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """Write ``obj`` with ``torch.save`` so ``path`` is either the old file or the complete new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    sink: _FileSink | None = None
-    with _child_signals_deferred():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
-            try:
-                sink = _FileSink(fd)
-                torch.save(obj, sink)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        except (OSError, RuntimeError) as exc:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-            cause = sink.error if sink is not None and sink.error is not None else exc
-            raise CheckpointError(f"cannot write checkpoint {path}: {_reason(cause)}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -132,7 +37,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user-facing error
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {_reason(exc)}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason(exc)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise CheckpointError(f"{path} is not a nestkit checkpoint (no '{FORMAT}' header)")
     return state
