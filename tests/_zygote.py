@@ -33,6 +33,7 @@ zygote kills its rank. A test about how ranks die passes ``PYTHON_EXEC=sys.execu
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib
 import json
 import os
@@ -46,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +229,8 @@ def _run_child(request: dict[str, Any], fds: list[int] | None = None) -> None:
     stderr are ``fds`` (a stand-in's own) or else the request's paths."""
     code = 1
     try:
+        signal.set_wakeup_fd(-1)  # the zygote's wake-up on SIGCHLD (see _serve) is not the child's
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setpgid(0, 0)  # like a shell job: a kill of the test's child never reaches the zygote
         if fds is None:
             fds = [os.open(request["stdin"], os.O_RDONLY), os.open(request["stdout"], os.O_WRONLY),
@@ -306,6 +310,18 @@ def _status(wait_status: int) -> int:
     return -os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else os.WEXITSTATUS(wait_status)
 
 
+def _drop_preloaded_exit_work() -> None:
+    """Exit handlers the preloaded libraries registered, which every child would run at exit: torch
+    unregisters each of its op libraries (one weakref.finalize each) and dynamo formats a table of
+    compile times for a log nobody enabled, about 50 ms together. They only tear down the dying
+    process's own state, so children skip them; what the command itself registers still runs."""
+    import torch._dynamo.utils
+
+    atexit.unregister(torch._dynamo.utils.dump_compile_times)
+    for info in list(weakref.finalize._registry.values()):  # type: ignore[attr-defined]
+        info.atexit = False
+
+
 def _serve() -> None:
     import torch  # noqa: F401  - the expensive part, paid once per test worker
     import torch._dynamo  # noqa: F401  - torch.optim imports it on the first optimizer (sympy & co: ~10 s here)
@@ -319,6 +335,8 @@ def _serve() -> None:
 
     for module in (*BUILTIN_MODULES, "nestkit.train.loop", "nestkit.data.loader"):
         __import__(module)  # imported, never run: the child starts from a clean nestkit
+    _drop_preloaded_exit_work()
+    gc.freeze()  # the preloaded objects: a child's garbage collections never walk (and copy) them
     folder = tempfile.mkdtemp(prefix="nestkit-zygote-")
     listener, python_exec = _stand_in(folder)
     out = sys.stdout
@@ -327,10 +345,17 @@ def _serve() -> None:
     clients: set[int] = set()  # children the client asked for: it hears of their exit
     ranks: dict[int, socket.socket | None] = {}  # children forked for a stand-in -> its connection (None: killed)
     pending = b""
+    # A child's exit wakes the loop at once (a byte on this pipe) instead of at its next poll.
+    exits, exited = os.pipe()
+    os.set_blocking(exited, False)
+    signal.set_wakeup_fd(exited, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
 
     def fork(request: dict[str, Any], fds: list[int] | None) -> int:
         pid = os.fork()
         if pid == 0:
+            os.close(exits)
+            os.close(exited)
             listener.close()
             for conn in filter(None, ranks.values()):
                 conn.close()
@@ -338,7 +363,9 @@ def _serve() -> None:
         return pid
 
     while True:
-        readable, _, _ = select.select([0, listener, *filter(None, ranks.values())], [], [], 0.05)
+        readable, _, _ = select.select([0, listener, exits, *filter(None, ranks.values())], [], [], 1.0)
+        if exits in readable:
+            os.read(exits, 1 << 12)
         if 0 in readable:
             chunk = os.read(0, 1 << 16)
             if not chunk:
