@@ -46,7 +46,10 @@ def test_two_steps_with_metrics_and_target_statistics_never_wait_on_the_device(t
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_a_non_finite_step_changes_neither_weights_nor_optimizer_state(tmp_path: Path, fused: bool) -> None:
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_a_non_finite_step_changes_neither_weights_nor_optimizer_state(tmp_path: Path, fused: bool, where: str) -> None:
+    """A NaN loss, or a finite loss whose backward gives one parameter NaN gradients (an overflow
+    in backward): either way the update is skipped."""
     parts = _parts(tmp_path, fused=fused, foreach=None if fused else True)
     runner = StepRunner(parts)
     runner.step(1, [_batch(1)])
@@ -54,7 +57,13 @@ def test_a_non_finite_step_changes_neither_weights_nor_optimizer_state(tmp_path:
     weights = {k: v.clone() for k, v in parts.model.state_dict().items()}
     moments = {k: v.clone() for k, v in parts.optimizer.state_dict()["state"][0].items()}
     lr, scheduled = parts.optimizer.param_groups[0]["lr"], parts.scheduler.last_epoch
-    runner.step(2, [_batch(2)], poison=True)
+    if where == "loss":
+        runner.step(2, [_batch(2)], poison=True)
+    else:
+        last = list(parts.model.parameters())[-1]
+        hook = last.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+        runner.step(2, [_batch(2)])
+        hook.remove()
     assert runner.settle() == Settled(2, True, False)
     after = parts.model.state_dict()
     for key, tensor in weights.items():

@@ -92,9 +92,10 @@ class StepRunner:
         poison: bool = False,
         prepare: Callable[[TrainBatch], TrainBatch] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Gradients of the mean loss over ``group``; returns (skip flag, gradient norm or None) as
-        device tensors. ``prepare`` runs on each batch once it is on the device (augmentation);
-        ``poison`` makes the loss NaN (fault-injection tests)."""
+        """Gradients of the mean loss over ``group``; returns the skip flag (the loss or a gradient is
+        not finite) and, when clipping or ``want_norm``, the gradient norm, as device tensors.
+        ``prepare`` runs on each batch once it is on the device (augmentation); ``poison`` makes the
+        loss NaN (fault-injection tests)."""
         parts = self.parts
         skip = torch.zeros((), device=parts.device, dtype=torch.bool)
         n = len(group)
@@ -118,18 +119,24 @@ class StepRunner:
             skip |= ~finite
             if self.sink is not None:
                 self.sink(out, batch, finite)
-        norm = None
-        if self.clip is not None or want_norm:
-            if parts.scaler is not None:
-                parts.scaler.unscale_(parts.optimizer)
-            params = [p for p in parts.model.parameters() if p.grad is not None]
-            if self.clip is not None:
-                norm = torch.nn.utils.clip_grad_norm_(params, self.clip)
-            else:
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
-            if parts.scaler is None:
-                skip |= ~torch.isfinite(norm)
-        return skip, norm
+        wanted = self.clip is not None or want_norm
+        if parts.scaler is not None:  # fp16: the scaler finds non-finite gradients and skips on its own
+            if not wanted:
+                return skip, None
+            parts.scaler.unscale_(parts.optimizer)
+            return skip, self._gradient_norm()
+        # Every step: a finite loss can still have non-finite gradients (an overflow in backward),
+        # and those must not reach the weights either. One fused pass over the gradients.
+        norm = self._gradient_norm()
+        skip |= ~torch.isfinite(norm)
+        return skip, norm if wanted else None
+
+    def _gradient_norm(self) -> Tensor:
+        """The gradients' total 2-norm; clips them to ``gradient_clip_val`` when it is set."""
+        params = [p for p in self.parts.model.parameters() if p.grad is not None]
+        if self.clip is not None:
+            return torch.nn.utils.clip_grad_norm_(params, self.clip)
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
 
     def settle(self) -> Settled | None:
         """The previous step's flags (None if already read); advances the scheduler past it when
