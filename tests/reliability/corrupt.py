@@ -1,7 +1,7 @@
 """Seed-driven generators of bad inputs: corrupt audio files, manifest lines, recipe mutations.
 
-Each generator maps an integer seed to one case, so hypothesis (which draws the seeds and
-shrinks them) and the report script (which sweeps thousands of seeds) share the same cases.
+Each generator maps an integer seed to one case, so the fuzz tests (a fixed list of seeds) and
+the report script (which sweeps thousands of seeds) share the same cases.
 """
 
 from __future__ import annotations
