@@ -11,29 +11,35 @@ import multiprocessing as mp
 import os
 import socket
 import sys
-import time
 from multiprocessing import resource_sharer
+from typing import Any
 
 from nestkit.data.workers import worker_init as _worker_init
 
 
-def _worker(addresses: mp.Queue, quiet: bool) -> None:
+def _worker(addresses: mp.Queue, dropped: Any, quiet: bool) -> None:
     if quiet:
         _worker_init(0)
     read_end, _ = os.pipe()
     resource_sharer.DupFd(read_end)  # what sending a tensor's fd does: starts the sharing thread
-    addresses.put(resource_sharer._resource_sharer._address)  # type: ignore[attr-defined]
-    time.sleep(1.0)
+    sharer = resource_sharer._resource_sharer  # type: ignore[attr-defined]
+    addresses.put(sharer._address)
+    dropped.wait(30)
+    # The sharing thread serves one connection after the other: once it has taken stop()'s, it
+    # has handled (and reported, or not) the dropped one.
+    sharer.stop(timeout=30)
 
 
 def main() -> None:
     ctx = mp.get_context("fork")
     addresses: mp.Queue = ctx.Queue()
-    worker = ctx.Process(target=_worker, args=(addresses, sys.argv[1] == "quiet"))
+    dropped = ctx.Event()
+    worker = ctx.Process(target=_worker, args=(addresses, dropped, sys.argv[1] == "quiet"))
     worker.start()
     peer = socket.socket(socket.AF_UNIX)
     peer.connect(addresses.get(timeout=30))
     peer.close()  # gone before the authentication handshake finished
+    dropped.set()
     worker.join(timeout=30)
 
 
