@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nestkit.data.config import DatasetConfig
 from nestkit.errors import NestkitError
 from nestkit.train.metrics import TrainMetrics
 from nestkit.train.setup import PRECISIONS, autocast, build_parts, configure_blocks
@@ -300,7 +301,7 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         parts = build_parts(recipe, device=device, precision=settings.precision,
                             scheduler_steps=settings.warmup + settings.steps + 3)
         model = parts.model.train()
-        rate = int(getattr(model.preprocessor, "sample_rate", 16000))
+        rate = (recipe.train_ds or DatasetConfig()).sample_rate  # the rate the trainer feeds the model
         batch, audio_seconds = synthetic_batch(
             settings.batch, settings.min_sec, settings.max_sec, rate, settings.seed, device
         )
@@ -335,7 +336,7 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
     peak, peak_source = peak_tflops_for(device, settings.precision, settings.peak_tflops)
     achieved = flops / median / 1e12
     return {
-        "recipe": str(recipe.source) if getattr(recipe, "source", "") else None,
+        "recipe": recipe.source or None,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
