@@ -32,10 +32,11 @@ def _batch(seed: int = 0) -> nb.SyntheticBatch:
     return nb.synthetic_batch(3, 1.0, 1.5, 16000, seed, torch.device("cpu"))[0]
 
 
-def test_two_steps_with_metrics_and_target_statistics_never_wait_on_the_device(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clip", [1.0, None])
+def test_two_steps_with_metrics_and_target_statistics_never_wait_on_the_device(tmp_path: Path, clip: float | None) -> None:
     parts = _parts(tmp_path)
     metrics = TrainMetrics(parts.device, 16000)
-    runner = StepRunner(parts, sink=metrics.add, gradient_clip_val=1.0)
+    runner = StepRunner(parts, sink=metrics.add, gradient_clip_val=clip)
     batch = _batch()
     assert nb.host_syncs(lambda: (runner.step(1, [batch], want_norm=True), runner.step(2, [batch])), parts.device) == []
     assert metrics.targets is not None  # the target statistics ran inside those steps
