@@ -155,9 +155,3 @@ def warn_failures(registry: Registry) -> None:
             f"write '{c.qualified_name}' for {c.provider}'s",
             file=sys.stderr,
         )
-
-
-def reset() -> None:
-    """Forget the loaded registry (tests install and remove plugins)."""
-    global _registry, _warned
-    _registry, _warned = None, False
