@@ -20,7 +20,8 @@ import yaml
 
 from nestkit.errors import CheckpointError, NestkitError
 from nestkit.recipe import Recipe, load_recipe
-from nestkit.train.checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
+from nestkit.train.atomic_write import atomic_save
+from nestkit.train.checkpoint import FORMAT, VERSION, load_checkpoint
 from nestkit.train.export import ENCODER_FORMAT
 
 

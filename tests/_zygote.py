@@ -8,8 +8,9 @@ directory, stdin/stdout/stderr and exit status; it runs the console script's ``m
 requested argv and exits the way the interpreter would (non-daemon threads joined, atexit handlers
 run; only the teardown handlers torch registered at import are skipped, _drop_preloaded_exit_work).
 The zygote's own objects are frozen out of garbage collection, and a child's exit reaches the zygote
-at once (SIGCHLD), so a fork costs a few tens of milliseconds. Nothing of nestkit's state is set up before the fork: the zygote only imports modules, so
-plugins are discovered in the child from the child's ``PYTHONPATH``.
+at once (SIGCHLD), so a fork costs a few tens of milliseconds. Nothing of nestkit's state is set up
+before the fork: the zygote only imports modules, so plugins are discovered in the child from the
+child's ``PYTHONPATH``.
 
 What the zygote cannot reproduce is interpreter start-up itself (import-time side effects of the
 environment). Tests about that pass ``fresh=True`` to ``conftest.run_nestkit``, and

@@ -56,7 +56,8 @@ for module in modules:
 report["imports"] = failures
 try:
     import torch
-    from nestkit.train.checkpoint import atomic_save, load_checkpoint
+    from nestkit.train.atomic_write import atomic_save
+    from nestkit.train.checkpoint import load_checkpoint
     atomic_save({"format": "nestkit-checkpoint", "version": 1, "model": {"w": torch.ones(2)}, "step": 3}, checkpoint)
     report["checkpoint"] = {"step": load_checkpoint(checkpoint)["step"]}
 except BaseException:  # noqa: BLE001

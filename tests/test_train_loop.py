@@ -9,6 +9,7 @@ import torch
 
 from nestkit.errors import CheckpointError, NestkitError
 from nestkit.train import checkpoint as ckpt
+from nestkit.train.atomic_write import atomic_save
 from nestkit.train.loop import Trainer
 
 from _train_fakes import FakeModel, loader_factory, recipe
@@ -69,7 +70,7 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "last.ckpt"
-    ckpt.atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.ones(3)}}, target)
+    atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.ones(3)}}, target)
 
     def full_disk(obj, handle, *a, **k):
         handle.write(b"partial bytes")
@@ -77,7 +78,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(CheckpointError, match="No space left on device"):
-        ckpt.atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.zeros(3)}}, target)
+        atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.zeros(3)}}, target)
     monkeypatch.undo()
     assert torch.equal(ckpt.load_checkpoint(target)["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
@@ -105,7 +106,7 @@ def test_a_worker_death_during_a_write_completes_the_checkpoint_then_reports_the
     try:
         monkeypatch.setattr(torch, "save", save_while_a_worker_dies)
         with pytest.raises(RuntimeError, match="DataLoader worker") as raised:
-            ckpt.atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.full((3,), 7.0)}}, tmp_path / "last.ckpt")
+            atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.full((3,), 7.0)}}, tmp_path / "last.ckpt")
         assert not isinstance(raised.value, CheckpointError)
         assert signal.getsignal(signal.SIGCHLD) is dataloader_handler  # put back
     finally:

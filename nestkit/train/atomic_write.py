@@ -21,6 +21,7 @@ from nestkit.errors import CheckpointError
 
 
 def reason(exc: BaseException) -> str:
+    """What went wrong, in one short line: the operating system's words for an ``OSError``."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = " ".join(str(exc).split())

@@ -19,8 +19,6 @@ import torch
 from nestkit.errors import CheckpointError
 from nestkit.train.atomic_write import atomic_save, reason
 
-__all__ = ["FORMAT", "LAST", "VERSION", "CheckpointKeeper", "atomic_save", "find_resume", "load_checkpoint"]
-
 FORMAT = "nestkit-checkpoint"
 VERSION = 1
 LAST = "last.ckpt"

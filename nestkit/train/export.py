@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 from nestkit.errors import CheckpointError
-from nestkit.train.checkpoint import atomic_save, load_checkpoint
+from nestkit.train.atomic_write import atomic_save
+from nestkit.train.checkpoint import load_checkpoint
 
 ENCODER_FORMAT = "nestkit-encoder"
 

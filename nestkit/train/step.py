@@ -136,7 +136,7 @@ class StepRunner:
         params = [p for p in self.parts.model.parameters() if p.grad is not None]
         if self.clip is not None:
             return torch.nn.utils.clip_grad_norm_(params, self.clip)
-        return torch.nn.utils.get_total_norm([p.grad for p in params])
+        return torch.nn.utils.get_total_norm(p.grad for p in params)
 
     def settle(self) -> Settled | None:
         """The previous step's flags (None if already read); advances the scheduler past it when

@@ -12,12 +12,12 @@ import os
 import socket
 import sys
 from multiprocessing import resource_sharer
-from typing import Any
+from multiprocessing.synchronize import Event
 
 from nestkit.data.workers import worker_init as _worker_init
 
 
-def _worker(addresses: mp.Queue, dropped: Any, quiet: bool) -> None:
+def _worker(addresses: mp.Queue, dropped: Event, quiet: bool) -> None:
     if quiet:
         _worker_init(0)
     read_end, _ = os.pipe()
