@@ -4,7 +4,8 @@ Used by ``nestkit bench`` and ``benchmarks/model_step.py``. The step is the trai
 (:mod:`nestkit.train.setup` builds the parts, :class:`nestkit.train.step.StepRunner` runs them,
 with the trainer's device-side metrics and target statistics), so what is timed is what
 training runs. The batch is synthetic and seeded (uniform durations, Gaussian "speech", noise
-mixed in at a random SNR), so two runs of the same settings time the same work. Timing
+mixed in at a random SNR), so two runs of the same settings time the same work; a recipe with
+``augment_on_device: true`` has it remixed inside the step, as training does. Timing
 synchronises the device only at step boundaries; nothing inside a step reads a device value on
 the host.
 """
@@ -17,17 +18,21 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nestkit.data.batch import AudioBatch, augment_on_its_device
 from nestkit.data.config import DatasetConfig
 from nestkit.errors import NestkitError
 from nestkit.train.metrics import TrainMetrics
 from nestkit.train.setup import PRECISIONS, autocast, build_parts, configure_blocks
 from nestkit.train.step import StepRunner
+
+if TYPE_CHECKING:
+    from nestkit.recipe import Recipe
 
 BENCH_FLAGS = {"compile": "--compile", "activation_checkpointing": "--activation-checkpointing"}
 
@@ -54,26 +59,15 @@ HOST_SYNC_OPS = frozenset(
 _BOOL_INDEX_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl_"})  # x[mask]: a nonzero inside
 
 
-@dataclass(frozen=True)
-class SyntheticBatch:
-    """A padded batch: clean and noisy audio (B, T) float32 and lengths (B,) int64 (the
-    trainer's :class:`~nestkit.train.contracts.TrainBatch`)."""
-
-    audio: Tensor
-    audio_len: Tensor
-    noisy_audio: Tensor
-    noisy_audio_len: Tensor
-    indices: Tensor
-
-    def to(self, device: Any, non_blocking: bool = False) -> SyntheticBatch:
-        return self  # made on its device already
-
-
 def synthetic_batch(
     batch: int, min_sec: float, max_sec: float, sample_rate: int, seed: int, device: torch.device
-) -> tuple[SyntheticBatch, float]:
+) -> tuple[AudioBatch, float]:
     """A seeded batch of ``batch`` utterances with durations uniform in [min_sec, max_sec], and
-    its total audio seconds. Drawn on the CPU (the same numbers on every device), then moved."""
+    its total audio seconds. Drawn on the CPU (the same numbers on every device), then moved.
+
+    Shaped as the loader's batches are: ``noise`` holds each utterance's noise, already at an SNR
+    of the NEST recipe's range, and ``noisy_audio = audio + noise``; a batch augmentor run on
+    the device (``augment_on_device``) remixes them as it would a real batch."""
     if batch < 1:
         raise NestkitError(f"--batch must be at least 1, got {batch}")
     if not 0 < min_sec <= max_sec:
@@ -86,9 +80,10 @@ def synthetic_batch(
     audio = 0.1 * torch.randn(batch, total, generator=g) * inside
     snr_db = -5.0 + 25.0 * torch.rand(batch, 1, generator=g)  # the NEST recipe's noise SNR range
     noise = torch.randn(batch, total, generator=g) * inside
-    noisy = audio + noise * (0.1 / 10 ** (snr_db / 20))
-    out = SyntheticBatch(audio.to(device), lengths.to(device), noisy.to(device), lengths.to(device), torch.arange(batch))
-    return out, float(lengths.sum()) / sample_rate
+    noise = noise * (0.1 / 10 ** (snr_db / 20))
+    out = AudioBatch(audio=audio, audio_len=lengths, noise=noise, noise_len=lengths, noisy_audio=audio + noise,
+                     noisy_audio_len=lengths, indices=torch.arange(batch), seed=seed)
+    return out.to(device), float(lengths.sum()) / sample_rate
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,7 +131,7 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
 
 
-def forward_loss(model: nn.Module, batch: SyntheticBatch) -> Tensor:
+def forward_loss(model: nn.Module, batch: AudioBatch) -> Tensor:
     """The model's training loss (masking on) for ``batch``."""
     return model(batch.audio, batch.audio_len, batch.noisy_audio, batch.noisy_audio_len).loss
 
@@ -189,7 +184,7 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
 
 
 def component_times(
-    model: nn.Module, batch: SyntheticBatch, device: torch.device, amp: Callable[[], Any], repeats: int = 3
+    model: nn.Module, batch: AudioBatch, device: torch.device, amp: Callable[[], Any], repeats: int = 3
 ) -> dict[str, dict[str, float | None]]:
     """Median forward and backward milliseconds of preprocessor (clean + noisy audio), quantizer,
     masking, encoder (backward of a random output gradient) and decoder+loss. The first three
@@ -268,6 +263,16 @@ class BenchSettings:
     components: bool = True
 
 
+def device_augmentation(recipe: Recipe, data: DatasetConfig) -> Callable[[AudioBatch], AudioBatch] | None:
+    """The batch augmentor that training runs inside its step (``augment_on_device: true``), or
+    None when the recipe augments in the loader workers, outside the timed step."""
+    if not data.augment_on_device or data.batch_augmentor is None:
+        return None
+    augmentor = recipe.registry.build("augmentor", data.batch_augmentor, key="batch_augmentor")
+    generators: dict[str, torch.Generator] = {}
+    return lambda batch: augment_on_its_device(augmentor, generators, batch)
+
+
 @contextlib.contextmanager
 def _threads(n: int) -> Iterator[None]:
     before = torch.get_num_threads()
@@ -301,16 +306,17 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         parts = build_parts(recipe, device=device, precision=settings.precision,
                             scheduler_steps=settings.warmup + settings.steps + 3)
         model = parts.model.train()
-        rate = (recipe.train_ds or DatasetConfig()).sample_rate  # the rate the trainer feeds the model
+        data = recipe.train_ds or DatasetConfig()  # the defaults the trainer's data path applies
         batch, audio_seconds = synthetic_batch(
-            settings.batch, settings.min_sec, settings.max_sec, rate, settings.seed, device
+            settings.batch, settings.min_sec, settings.max_sec, data.sample_rate, settings.seed, device
         )
-        metrics = TrainMetrics(device, rate)
+        prepare = device_augmentation(recipe, data)
+        metrics = TrainMetrics(device, data.sample_rate)
         runner = StepRunner(parts, sink=metrics.add)
         steps = iter(range(1, 10**9))
 
         def step() -> None:
-            runner.step(next(steps), [batch])
+            runner.step(next(steps), [batch], prepare=prepare)
 
         # Counted on the eager model (the same math as the compiled one), before any timing. Two
         # steps: the second also reads the first one's flags, as every training step does.
@@ -350,6 +356,7 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         "max_sec": settings.max_sec,
         "seed": settings.seed,
         "audio_seconds_per_batch": round(audio_seconds, 3),
+        "augment_on_device": prepare is not None,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "warmup": settings.warmup,

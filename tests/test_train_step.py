@@ -11,6 +11,7 @@ import yaml
 
 import nestkit
 import nestkit.bench as nb
+from nestkit.data.batch import AudioBatch
 from nestkit.train.metrics import TrainMetrics
 from nestkit.train.setup import build_parts
 from nestkit.train.step import Settled, StepRunner
@@ -28,7 +29,7 @@ def _parts(tmp_path: Path, **optim: object):
     return build_parts(nestkit.load_recipe(path), device=torch.device("cpu"))
 
 
-def _batch(seed: int = 0) -> nb.SyntheticBatch:
+def _batch(seed: int = 0) -> AudioBatch:
     return nb.synthetic_batch(3, 1.0, 1.5, 16000, seed, torch.device("cpu"))[0]
 
 
@@ -78,22 +79,43 @@ def test_a_non_finite_step_changes_neither_weights_nor_optimizer_state(tmp_path:
     assert any(not torch.equal(t, parts.model.state_dict()[k]) for k, t in weights.items())  # a good step does update
 
 
-def test_bench_and_train_run_the_same_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("on_device", [False, True])
+def test_bench_and_train_run_the_same_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_device: bool) -> None:
+    """The same calls in the same order, the device augmentation included: with
+    ``augment_on_device`` both remix each batch inside the step; without it training mixes in
+    the loader, outside the step, and the bench's batch comes mixed already."""
+    from nestkit.components.augmentors import SpeakerNoiseAugmentor
+
     calls: list[str] = []
+    inside = [False]
+
+    def spy_on(owner: type, name: str, label: str, step: bool = False) -> None:
+        real = getattr(owner, name)
+
+        def spy(self, *args, **kwargs):
+            if step or inside[0]:
+                calls.append(label)
+            inside[0] |= step and name == "forward_backward"
+            try:
+                return real(self, *args, **kwargs)
+            finally:
+                inside[0] &= not (step and name == "forward_backward")
+
+        monkeypatch.setattr(owner, name, spy)
+
     for name in ("forward_backward", "settle", "update"):
-        real = getattr(StepRunner, name)
-
-        def spy(self, *args, _real=real, _name=name, **kwargs):
-            calls.append(_name)
-            return _real(self, *args, **kwargs)
-
-        monkeypatch.setattr(StepRunner, name, spy)
+        spy_on(StepRunner, name, name, step=True)
+    spy_on(SpeakerNoiseAugmentor, "__call__", "augment")
     data = tiny_recipe(tmp_path, max_steps=2, val_check_interval=1000)
+    data["model"]["train_ds"].update(batch_augmentor={"name": "speaker_noise", "prob": 1.0}, augment_on_device=on_device)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data))
     recipe = nestkit.load_recipe(tmp_path / "tiny.yaml")
     from nestkit.train.loop import Trainer
 
     Trainer(recipe, announce=lambda s: None).run()
     trained, calls[:] = list(calls), []
-    nb.run_bench(recipe, nb.BenchSettings(batch=2, min_sec=1, max_sec=1.5, steps=1, warmup=0, device="cpu", components=False))
-    assert trained[:3] == calls[:3] == ["forward_backward", "settle", "update"]
+    report = nb.run_bench(recipe, nb.BenchSettings(batch=2, min_sec=1, max_sec=1.5, steps=1, warmup=0, device="cpu",
+                                                  components=False))
+    expected = ["forward_backward", "augment", "settle", "update"] if on_device else ["forward_backward", "settle", "update"]
+    assert trained[:len(expected)] == calls[:len(expected)] == expected
+    assert report["augment_on_device"] is on_device
