@@ -6,8 +6,11 @@ User mistakes (``NestkitError``) are printed one line per problem on stderr with
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -32,21 +35,32 @@ def _root(
         os.environ["NESTKIT_DEBUG"] = "1"
 
 
-app.command("list-components")(list_components.list_components)
-app.command("describe")(describe.describe)
-app.command("check-plugin")(check_plugin.check_plugin)
-app.command("validate")(validate.validate)
-app.command("schema")(schema.schema)
-app.command("train")(train.train)
-app.command("bench")(bench.bench)
-app.command("shard")(shard.shard)
-app.command("manifest")(manifest.manifest)
-app.command("extract")(extract.extract)
-app.command("probe")(probe.probe)
-app.command("export-encoder")(train.export_encoder)
-app.command("import-nemo")(nemo.import_nemo)
-app.command("export-nemo")(nemo.export_nemo)
-app.command("convert-nemo-config")(nemo.convert_nemo_config)
+COMMANDS = {
+    "list-components": list_components.list_components,
+    "describe": describe.describe,
+    "check-plugin": check_plugin.check_plugin,
+    "validate": validate.validate,
+    "schema": schema.schema,
+    "train": train.train,
+    "bench": bench.bench,
+    "shard": shard.shard,
+    "manifest": manifest.manifest,
+    "extract": extract.extract,
+    "probe": probe.probe,
+    "export-encoder": train.export_encoder,
+    "import-nemo": nemo.import_nemo,
+    "export-nemo": nemo.export_nemo,
+    "convert-nemo-config": nemo.convert_nemo_config,
+}
+
+
+def _summary(command: Callable[..., Any]) -> str:
+    """A docstring's first paragraph on one line: rich mode keeps its line breaks in the command list."""
+    return " ".join(inspect.getdoc(command).split("\n\n")[0].split())  # type: ignore[union-attr]
+
+
+for _name, _command in COMMANDS.items():
+    app.command(_name, short_help=_summary(_command))(_command)
 
 
 def main() -> None:
