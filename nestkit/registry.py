@@ -211,7 +211,7 @@ class Registry:
             return None
         fields = {k: v for k, v in section.items() if k != "name"}
         whole: list[RecipeError] = []
-        config, bad_fields = validate_fields(component.config, fields, key, problems, whole)
+        config, bad_fields = validate_fields(component.config, fields, key, problems, whole, registry=self)
         inner: list[RecipeError] = []
         if nested:
             self.check_sections(component.config, fields, bad_fields, key, inner)
@@ -257,13 +257,14 @@ class Registry:
 
 def validate_fields(
     model: type[BaseModel], fields: Mapping[str, Any], key: str, problems: list[RecipeError],
-    whole: list[RecipeError] | None = None,
+    whole: list[RecipeError] | None = None, registry: Registry | None = None,
 ) -> tuple[Any, set[str]]:
     """``model`` validated from ``fields`` (None if invalid) and the fields with problems; each
     problem is appended to ``problems`` as one line at ``key.field``, those of the checks across
-    fields to ``whole`` when it is given."""
+    fields to ``whole`` when it is given. A check across fields finds ``registry`` in pydantic's
+    validation context (``info.context["registry"]``): the components its sections name."""
     try:
-        return model.model_validate(fields), set()
+        return model.model_validate(fields, context={"registry": registry} if registry is not None else None), set()
     except ValidationError as exc:
         errors = exc.errors()
         across = [err for err in errors if not err.get("loc")]

@@ -182,6 +182,23 @@ def test_a_recipe_picks_the_clashing_plugin_by_provider_and_switches_to_its_fiel
                              "(not fields of nestkit-clash:fast_conformer)")
 
 
+def test_the_model_checks_a_plugin_component_against_its_defaults_too(
+    plugin_site: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """tiny_lstm subsamples by 4 unless told otherwise: a loss that groups 8 frames per token
+    would score misaligned targets, so the recipe is refused, as it is for the built-in encoder."""
+    import_plugins(monkeypatch, plugin_site)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path / "exp")))  # writes combine_time_steps: 8 for both
+    registry = load_registry()
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path, ["model.encoder.name=tiny_lstm"], registry=registry, notes=[])
+    assert str(caught.value).splitlines() == [
+        f"{path}: model: quantizer.combine_time_steps (8) must equal encoder.subsampling_factor (4)"]
+    aligned = ["model.encoder.name=tiny_lstm", "model.quantizer.combine_time_steps=4", "model.loss.combine_time_steps=4"]
+    assert load_recipe(path, aligned, registry=registry, notes=[]).data["model"]["encoder"]["name"] == "tiny_lstm"
+
+
 def test_interpolation_reads_the_default_of_a_key_the_recipe_does_not_write() -> None:
     data = {"model": {"encoder": {"name": "fast_conformer"}, "optim": {"name": "adamw", "sched": {"name": "noam"}},
                       "tokens": "${model.encoder.subsampling_factor}", "books": "${model.num_books}",

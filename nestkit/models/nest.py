@@ -9,15 +9,17 @@ features instead (NeMo's quantizer/masking/loss adjustments are applied automati
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 from torch import Tensor, nn
 
 from nestkit.contracts import SUBSAMPLING, require
+from nestkit.errors import RecipeError
 from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
 from nestkit.components.conformer import FastConformerConfig
@@ -27,8 +29,8 @@ from nestkit.components.masking import RandomBlockMaskingConfig
 from nestkit.components.preprocessor import MelSpectrogramConfig
 from nestkit.components.quantizer import RandomProjectionConfig
 
-# Built-in configs, used to read defaults in the model's cross-field checks. A section of a
-# plugin component is checked only on the keys it spells out.
+# Built-in configs: where the model's cross-field checks read defaults when no registry is at
+# hand (a NestConfig made directly, not from a recipe).
 _BUILTIN_CONFIGS: dict[str, type[ComponentConfig]] = {
     "mel_spectrogram": MelSpectrogramConfig,
     "fast_conformer": FastConformerConfig,
@@ -40,17 +42,28 @@ _BUILTIN_CONFIGS: dict[str, type[ComponentConfig]] = {
 }
 
 
-def _value(section: Mapping[str, Any] | None, key: str) -> Any:
-    """``section[key]``, else the built-in component's default, else None (unknown)."""
+def _config_of(kind: str, name: str, registry: Registry | None) -> type[ComponentConfig] | None:
+    """The config model of the component ``name`` of ``kind``: a plugin's too when the recipe's
+    registry is known; None when the name is unknown (the section's own check reports it)."""
+    if registry is None:
+        return _BUILTIN_CONFIGS.get(name.rpartition(":")[2])
+    try:
+        return registry.get(kind, name).config
+    except RecipeError:
+        return None
+
+
+def _value(section: Mapping[str, Any] | None, kind: str, key: str, registry: Registry | None) -> Any:
+    """``section[key]``, else the default of the component's config, else None (unknown)."""
     if not section:
         return None
     if key in section:
         return section[key]
-    config = _BUILTIN_CONFIGS.get(str(section.get("name", "")).rpartition(":")[2])
+    config = _config_of(kind, str(section.get("name", "")), registry)
     if config is None or key not in config.model_fields:
         return None
     field = config.model_fields[key]
-    return None if field.is_required() else field.default
+    return None if field.is_required() else field.get_default(call_default_factory=True)
 
 
 @dataclass
@@ -94,39 +107,43 @@ class NestConfig(ComponentConfig):
     )
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> NestConfig:
-        pre, enc, msk, qnt, dec, lss = self.preprocessor, self.encoder, self.masking, self.quantizer, self.decoder, self.loss
+    def _cross_checks(self, info: ValidationInfo) -> NestConfig:
+        registry = (info.context or {}).get("registry")
+        pre, enc, msk, qnt, dec, lss = (  # each reads a key of its section (field and kind share the name)
+            functools.partial(_value, getattr(self, kind), kind, registry=registry)
+            for kind in ("preprocessor", "encoder", "masking", "quantizer", "decoder", "loss")
+        )
 
         def same(a: str, va: Any, b: str, vb: Any) -> None:
             if va is not None and vb is not None and va != vb:
                 raise ValueError(f"{a} ({va}) must equal {b} ({vb})")
 
-        same("preprocessor.sample_rate", _value(pre, "sample_rate"), "sample_rate", self.sample_rate)
-        feats = _value(pre, "features")
-        same("encoder.feat_in", _value(enc, "feat_in"), "preprocessor.features", feats)
-        factor = _value(enc, "subsampling_factor")
-        d_model = _value(enc, "d_model")
-        feat_out = _value(enc, "feat_out")
+        same("preprocessor.sample_rate", pre("sample_rate"), "sample_rate", self.sample_rate)
+        feats = pre("features")
+        same("encoder.feat_in", enc("feat_in"), "preprocessor.features", feats)
+        factor = enc("subsampling_factor")
+        d_model = enc("d_model")
+        feat_out = enc("feat_out")
         enc_out = feat_out if isinstance(feat_out, int) and feat_out > 0 else d_model
         if self.mask_position == "pre_conv":
-            same("masking.feat_in", _value(msk, "feat_in"), "preprocessor.features", feats)
-            same("quantizer.feat_in", _value(qnt, "feat_in"), "preprocessor.features", feats)
-            same("quantizer.combine_time_steps", _value(qnt, "combine_time_steps"), "encoder.subsampling_factor", factor)
-            same("loss.combine_time_steps", _value(lss, "combine_time_steps"), "encoder.subsampling_factor", factor)
-            block = _value(msk, "block_size")
+            same("masking.feat_in", msk("feat_in"), "preprocessor.features", feats)
+            same("quantizer.feat_in", qnt("feat_in"), "preprocessor.features", feats)
+            same("quantizer.combine_time_steps", qnt("combine_time_steps"), "encoder.subsampling_factor", factor)
+            same("loss.combine_time_steps", lss("combine_time_steps"), "encoder.subsampling_factor", factor)
+            block = msk("block_size")
             if isinstance(block, int) and isinstance(factor, int) and block < factor:
                 raise ValueError(f"masking.block_size ({block}) is shorter than one token ({factor} frames): no token could ever be masked")
-        same("quantizer.num_classes", _value(qnt, "num_classes"), "num_classes", self.num_classes)
-        same("decoder.num_classes", _value(dec, "num_classes"), "num_classes", self.num_classes)
-        same("quantizer.code_dim", _value(qnt, "code_dim"), "code_dim", self.code_dim)
-        same("quantizer.num_books", _value(qnt, "num_books"), "num_books", self.num_books)
-        same("decoder.num_decoders", _value(dec, "num_decoders"), "num_books", self.num_books)
-        if lss.get("name") == "mlm" and self.num_books != 1:
+        same("quantizer.num_classes", qnt("num_classes"), "num_classes", self.num_classes)
+        same("decoder.num_classes", dec("num_classes"), "num_classes", self.num_classes)
+        same("quantizer.code_dim", qnt("code_dim"), "code_dim", self.code_dim)
+        same("quantizer.num_books", qnt("num_books"), "num_books", self.num_books)
+        same("decoder.num_decoders", dec("num_decoders"), "num_books", self.num_books)
+        if self.loss.get("name") == "mlm" and self.num_books != 1:
             raise ValueError(f"loss 'mlm' handles one codebook; use 'multi_mlm' for num_books={self.num_books}")
-        same("loss.num_decoders", _value(lss, "num_decoders"), "num_books", self.num_books)
-        same("decoder.feat_in", _value(dec, "feat_in"), "the encoder output size", enc_out)
-        same("quantizer.squeeze_single", _value(qnt, "squeeze_single"), "squeeze_single", self.squeeze_single)
-        same("decoder.squeeze_single", _value(dec, "squeeze_single"), "squeeze_single", self.squeeze_single)
+        same("loss.num_decoders", lss("num_decoders"), "num_books", self.num_books)
+        same("decoder.feat_in", dec("feat_in"), "the encoder output size", enc_out)
+        same("quantizer.squeeze_single", qnt("squeeze_single"), "squeeze_single", self.squeeze_single)
+        same("decoder.squeeze_single", dec("squeeze_single"), "squeeze_single", self.squeeze_single)
         return self
 
 
