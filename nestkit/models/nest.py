@@ -237,14 +237,14 @@ class NestModel(nn.Module):
 
 
 def post_conv_sections(
-    sections: dict[str, dict[str, Any]], d_model: int, factor: int
+    sections: dict[str, dict[str, Any]], d_model: int, factor: int, registry: Registry | None = None
 ) -> dict[str, dict[str, Any]]:
     """NeMo's adjustments for post-conv masking: quantizer and masking work on d_model-sized
     subsampled frames, blocks shrink by the subsampling factor, one frame per token."""
     out = copy.deepcopy(sections)
     out["quantizer"].update(feat_in=d_model, combine_time_steps=1)
     out["masking"]["feat_in"] = d_model
-    out["masking"]["block_size"] = max(1, int(_value(out["masking"], "block_size") or 1) // factor)
+    out["masking"]["block_size"] = max(1, int(_value(out["masking"], "masking", "block_size", registry) or 1) // factor)
     out["loss"]["combine_time_steps"] = 1
     return out
 
@@ -260,7 +260,7 @@ def build_nest(cfg: NestConfig, *, registry: Registry) -> NestModel:
         encoder = built["encoder"] = registry.build("encoder", cfg.encoder, key="encoder")
         require(encoder, SUBSAMPLING, component=f"encoder {cfg.encoder['name']}", needed_by="mask_position post_conv",
                 fix="use model.mask_position: pre_conv", key="encoder")
-        sections = post_conv_sections(sections, int(encoder.d_model), int(encoder.subsampling_factor))
+        sections = post_conv_sections(sections, int(encoder.d_model), int(encoder.subsampling_factor), registry)
     for kind, section in sections.items():
         if kind not in built:
             built[kind] = registry.build(kind, section, key=kind)
