@@ -306,7 +306,7 @@ def run_bench(recipe: Any, settings: BenchSettings) -> dict[str, Any]:
         parts = build_parts(recipe, device=device, precision=settings.precision,
                             scheduler_steps=settings.warmup + settings.steps + 3)
         model = parts.model.train()
-        data = recipe.train_ds or DatasetConfig()  # the defaults the trainer's data path applies
+        data = recipe.train_ds or DatasetConfig(sample_rate=recipe.sample_rate)  # as the trainer's data path
         batch, audio_seconds = synthetic_batch(
             settings.batch, settings.min_sec, settings.max_sec, data.sample_rate, settings.seed, device
         )

@@ -281,6 +281,12 @@ class Recipe:
     notes: list[str] = field(default_factory=list)  # what overrides changed beyond their key (dropped keys)
 
     @property
+    def sample_rate(self) -> int:
+        """The rate audio is read at: the model's (``model.sample_rate``), else the datasets' default."""
+        rate = model_sample_rate(self.model_config)
+        return rate if rate is not None else DatasetConfig().sample_rate
+
+    @property
     def model_section(self) -> dict[str, Any]:
         """The model component's section: ``model`` without datasets and ``optim``."""
         return model_section(self.data)
@@ -351,6 +357,8 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
         optimizer_section, scheduler_section = _optim(model.get("optim"), registry, problems)
     else:
         problems.append(RecipeError("expected a mapping with the model's components", key="model"))
+    if checked_model is not None:
+        problems.extend(_rate_mismatches(datasets, checked_model[1]))
     trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry, problems)
     exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry, problems)
     if problems:
@@ -370,6 +378,24 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
         registry=registry,
         source=source,
     )
+
+
+def model_sample_rate(config: ComponentConfig) -> int | None:
+    """NeMo's ``model.sample_rate``: the rate the model's features are computed at (None for a
+    model component without that key)."""
+    rate = getattr(config, "sample_rate", None)
+    return rate if isinstance(rate, int) else None
+
+
+def _rate_mismatches(datasets: Mapping[str, DatasetConfig | None], model: ComponentConfig) -> list[RecipeError]:
+    """A dataset is read (and resampled) at its ``sample_rate``: any other rate than the model's
+    feeds the preprocessor audio at the wrong speed."""
+    rate = model_sample_rate(model)
+    return [
+        RecipeError(f"{ds.sample_rate} differs from model.sample_rate ({rate}): write sample_rate: ${{model.sample_rate}}",
+                    key=f"model.{k}.sample_rate")
+        for k, ds in datasets.items() if ds is not None and rate is not None and ds.sample_rate != rate
+    ]
 
 
 def load_recipe(

@@ -232,3 +232,21 @@ def test_bundled_recipes_ship_in_the_wheel(tmp_path: Path) -> None:
     module, name, max_steps, encoder = json.loads(done.stdout)
     assert Path(module).is_relative_to(site)  # nestkit came from the wheel, not from this checkout
     assert (name, max_steps, encoder) == ("mine", 7, "fast_conformer")
+
+
+def test_datasets_are_read_at_the_model_sample_rate(tmp_path: Path) -> None:
+    """A dataset resampled to another rate than the model's would feed the preprocessor audio at
+    the wrong speed: refused at validation. Without datasets, the demo data is read at the model's."""
+    from nestkit.train.data import resolve_datasets
+
+    demo = ROOT / "recipes" / "nest_demo.yaml"
+    with pytest.raises(RecipeErrors) as caught:
+        load_recipe(demo, ["model.train_ds.sample_rate=8000", "model.validation_ds.sample_rate=22050"])
+    assert [line.split(": ", 2)[1:] for line in str(caught.value).splitlines()] == [
+        ["model.train_ds.sample_rate", "8000 differs from model.sample_rate (16000): write sample_rate: ${model.sample_rate}"],
+        ["model.validation_ds.sample_rate", "22050 differs from model.sample_rate (16000): write sample_rate: ${model.sample_rate}"],
+    ]
+    recipe = load_recipe(demo, ["model.sample_rate=8000", "model.preprocessor.sample_rate=8000",
+                                "model.train_ds=null", "model.validation_ds=null"])
+    sets = resolve_datasets(recipe)
+    assert (sets.train.sample_rate, sets.validation.sample_rate) == (8000, 8000)

@@ -26,13 +26,13 @@ def _demo() -> dict[str, str]:
 
 def resolve_datasets(recipe: Any) -> Datasets:
     """The recipe's datasets; a null ``train_ds.manifest_filepath`` means the bundled demo data."""
-    train = recipe.train_ds or DatasetConfig()
+    train = recipe.train_ds or DatasetConfig(sample_rate=recipe.sample_rate)
     val = recipe.validation_ds
     if train.has_data:
         return Datasets(train, val if val is not None and val.has_data else None)
     demo = _demo()
     train = train.model_copy(update={"manifest_filepath": demo["train"], "noise_manifest": train.noise_manifest or demo["noise"]})
-    val_base = val or DatasetConfig(batch_size=train.batch_size, shuffle=False)
+    val_base = val or DatasetConfig(batch_size=train.batch_size, shuffle=False, sample_rate=train.sample_rate)
     if not val_base.has_data:
         val = val_base.model_copy(update={"manifest_filepath": demo["validation"], "noise_manifest": val_base.noise_manifest or demo["noise"]})
     else:
@@ -48,7 +48,7 @@ def build_loaders(recipe: Any, factory: Any, *, seed: int, rank: int, world_size
         say(sets.note)
     if factory is None:
         from nestkit.data import build_dataloader as factory
-    common = {"sample_rate": sets.train.sample_rate, "seed": seed, "rank": rank, "world_size": world_size,
+    common = {"sample_rate": recipe.sample_rate, "seed": seed, "rank": rank, "world_size": world_size,
               "registry": recipe.registry}
     train = factory(sets.train, train=True, epoch=0, **common)
     val = factory(sets.validation, train=False, epoch=0, **common) if sets.validation is not None else None
