@@ -63,6 +63,12 @@ def test_debug_flag_shows_the_traceback() -> None:
     assert "Traceback" in result.stderr and "RecipeError" in result.stderr
 
 
+def test_nestkit_debug_0_means_off() -> None:
+    for value, traceback in (("0", False), ("1", True)):
+        result = run_nestkit("validate", DEMO, "model.encoder.n_heads=eight", "--no-params", env={"NESTKIT_DEBUG": value})
+        assert result.returncode != 0 and ("Traceback" in result.stderr) is traceback, (value, result.stderr)
+
+
 def test_help_of_every_command_is_clean() -> None:
     from nestkit.cli.main import COMMANDS
 

@@ -88,7 +88,7 @@ def main() -> None:
 
 
 def _debug() -> bool:
-    return bool(os.environ.get("NESTKIT_DEBUG")) or "--debug" in sys.argv
+    return os.environ.get("NESTKIT_DEBUG", "") not in ("", "0") or "--debug" in sys.argv
 
 
 def _exit(lines: list[str], code: int) -> None:
