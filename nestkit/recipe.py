@@ -25,7 +25,7 @@ from nestkit.data.config import DatasetConfig
 from nestkit.errors import RecipeError, combined, did_you_mean
 from nestkit.registry import Component, ComponentConfig, Registry, validate_fields
 from nestkit.sections import DEFAULT_MODEL, MODEL_DATA_KEYS, field_default, section_at, switch_component
-from nestkit.train.config import ExpManagerConfig, TrainerConfig
+from nestkit.train.config import ExpManagerConfig, TrainerConfig, folder_name_problem
 
 TOP_LEVEL_KEYS = ("name", "model", "trainer", "exp_manager")
 _REF = re.compile(r"\$\{([^}]+)\}")
@@ -336,6 +336,11 @@ def _optim(optim: Any, registry: Registry, problems: list[RecipeError]) -> tuple
     return optimizer_section, scheduler_section
 
 
+def _names_the_run(exp_manager: Any) -> bool:
+    """``exp_manager.name`` is set: it, not the recipe's name, names the run's folder (and is checked there)."""
+    return isinstance(exp_manager, Mapping) and exp_manager.get("name") is not None
+
+
 def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Recipe:
     """Validate a resolved recipe mapping against nestkit's sections and the registry; every
     problem of every section is reported at once."""
@@ -346,6 +351,8 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
     name = data.get("name", "nestkit")
     if not isinstance(name, str):
         problems.append(RecipeError(f"expected a string, got {name!r}", key="name"))
+    elif not _names_the_run(data.get("exp_manager")) and (problem := folder_name_problem(name)) is not None:
+        problems.append(RecipeError(problem, key="name"))  # the run's folder name
     model = data.get("model")
     datasets: dict[str, Any] = dict.fromkeys(MODEL_DATA_KEYS)
     optimizer_section = scheduler_section = checked_model = None

@@ -250,3 +250,23 @@ def test_datasets_are_read_at_the_model_sample_rate(tmp_path: Path) -> None:
                                 "model.train_ds=null", "model.validation_ds=null"])
     sets = resolve_datasets(recipe)
     assert (sets.train.sample_rate, sets.validation.sample_rate) == (8000, 8000)
+
+
+@pytest.mark.parametrize(("override", "key", "why"), [
+    ("name=", "exp_manager.name", "an empty name would put the run's files straight into exp_dir"),
+    ("exp_manager.name=../elsewhere", "exp_manager.name", "'../elsewhere' is a path, not a folder name"),
+    ("exp_manager.name=..", "exp_manager.name", "'..' is a path"),
+])
+def test_the_run_folder_name_stays_inside_exp_dir(override: str, key: str, why: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(ROOT / "recipes" / "nest_demo.yaml", [override])
+    [line] = str(caught.value).splitlines()
+    assert line.split(": ", 2)[1] == key and line.split(": ", 2)[2].startswith(why), line
+
+
+def test_the_recipe_name_is_checked_when_it_names_the_folder() -> None:
+    demo = ROOT / "recipes" / "nest_demo.yaml"
+    with pytest.raises(RecipeError, match=r"nest_demo.yaml: name: '../out' is a path, not a folder name"):
+        load_recipe(demo, ["name=../out", "exp_manager.name=null"])
+    # exp_manager.name names the folder: the recipe's name is then only a label
+    assert load_recipe(demo, ["name=../out", "exp_manager.name=run1"]).name == "../out"

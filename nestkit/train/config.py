@@ -9,6 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from nestkit.health.warnings import TargetHealthConfig
 
 
+def folder_name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a run's folder below ``exp_dir`` (None when it can): an empty
+    name would write into ``exp_dir`` itself, a path would leave it."""
+    if not value.strip():
+        return "an empty name would put the run's files straight into exp_dir"
+    if value in (".", "..") or "/" in value or "\\" in value:
+        return f"'{value}' is a path, not a folder name: the run's folder must stay inside exp_dir"
+    return None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,3 +86,11 @@ class ExpManagerConfig(_Section):
     resume_if_exists: bool = True
     resume_ignore_no_checkpoint: bool = Field(True, description="with resume_if_exists, start fresh when there is no checkpoint (false: fail)")
     create_wandb_logger: Literal[False] = Field(False, description="NeMo key; nestkit logs to TensorBoard only")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str | None) -> str | None:
+        problem = folder_name_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
