@@ -43,3 +43,24 @@ def test_a_run_is_told_whether_it_tracked_its_reference_curve(tmp_path: Path) ->
     far = {100: {"val_context_gain": 0.1}, 200: {"val_context_gain": 0.15}}
     assert compare_with_reference(ref, far).startswith("did NOT track") and "largest gap -0.250 at step 200" in compare_with_reference(ref, far)
     assert compare_with_reference(ref, {150: {"val_context_gain": 0.2}}) is None  # no common step: no verdict
+
+
+def test_no_verdict_on_the_reference_curve_for_a_run_that_changed_what_it_depends_on(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import ROOT
+    from nestkit.recipe import load_recipe
+    from nestkit.train.report import reference_verdict
+
+    shutil.copy(ROOT / "recipes" / "nest_demo.yaml", tmp_path / "nest_demo.yaml")
+    shutil.copy(ROOT / "recipes" / "nest_demo.reference.json", tmp_path / "nest_demo.reference.json")
+    demo = tmp_path / "nest_demo.yaml"
+    curve = json.loads((tmp_path / "nest_demo.reference.json").read_text())
+    as_shipped = {s: {"val_context_gain": g} for s, g in zip(curve["steps"], curve["val_context_gain"])}
+    # how long it runs, where it writes and on what device: the curve still applies
+    same = load_recipe(demo, ["trainer.max_steps=500", "exp_manager.exp_dir=/tmp/elsewhere", "trainer.devices=cpu"])
+    assert reference_verdict(same, as_shipped).startswith("tracked nest_demo.reference.json")
+    own_data = load_recipe(demo, ["model.train_ds.manifest_filepath=mine.json", "trainer.seed=3"])
+    assert reference_verdict(own_data, as_shipped) == (
+        "no verdict: nest_demo.reference.json is the curve of nest_demo.yaml as shipped, and this run changed "
+        "model.train_ds.manifest_filepath, trainer.seed")

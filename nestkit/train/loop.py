@@ -240,7 +240,7 @@ class Trainer:
             validations=self.validations,
         )
         if summary and self.info.is_main:
-            conclude(result, self.recipe.source, self.train_loader.skipped_report(), self.experiment, self._say)
+            conclude(result, self.recipe, self.train_loader.skipped_report(), self.experiment, self._say)
         return result
 
 

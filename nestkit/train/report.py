@@ -12,11 +12,15 @@ import torch
 
 from nestkit.data.skips import SkipReport
 from nestkit.errors import RecipeError
-from nestkit.recipe import recipe_file
+from nestkit.recipe import Recipe, load_recipe, recipe_file
 from nestkit.train.progress import summary_block
 
 # How far a run may stray from its recipe's reference curve and still be said to track it.
 REFERENCE_TOLERANCE_NATS = 0.1
+# What a reference curve depends on: the model with its data and optimizer, and how the trainer
+# steps and validates (not how long it runs, where or how it logs).
+CURVE_KEYS = ("model.", "trainer.seed", "trainer.precision", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val",
+              "trainer.val_check_interval", "trainer.limit_val_batches")
 
 
 @dataclass
@@ -96,6 +100,28 @@ def reference_file(recipe_source: str | Path | None) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def departures(recipe: Recipe, shipped: Path) -> list[str]:
+    """The keys on which ``recipe`` (as this run resolved it) differs from the recipe file
+    ``shipped`` as it is, among those its reference curve depends on (:data:`CURVE_KEYS`)."""
+    try:
+        theirs = load_recipe(shipped, registry=recipe.registry).data
+    except RecipeError:
+        return ["(the shipped recipe does not load)"]
+    ours_flat, theirs_flat = _flat(recipe.data), _flat(theirs)
+    return [key for key in sorted(ours_flat.keys() | theirs_flat.keys())
+            if key.startswith(CURVE_KEYS) and ours_flat.get(key, _ABSENT) != theirs_flat.get(key, _ABSENT)]
+
+
+_ABSENT = object()
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: leaf value} of a nested mapping."""
+    if not isinstance(data, dict) or not data:
+        return {prefix: data}
+    return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+
 def compare_with_reference(path: Path, validations: dict[int, dict[str, float]]) -> str | None:
     """One line: did this run's validation context gain track the reference curve at the steps
     both have? None when they share no step (a resumed or reconfigured run)."""
@@ -120,10 +146,24 @@ def finished_line(folder: Path, step: int, max_steps: int) -> str:
             f"to train it further, run again with trainer.max_steps=N (N > {max_steps})")
 
 
-def conclude(result: TrainResult, recipe_source: Any, skipped: SkipReport, experiment: Any, say: Any) -> None:
+def conclude(result: TrainResult, recipe: Recipe, skipped: SkipReport, experiment: Any, say: Any) -> None:
     """Rank 0 at the end of a run: the full list of skipped items into the experiment folder, and
-    the end summary (with the verdict on the recipe's reference curve, if it ships one)."""
+    the end summary (with the verdict on the recipe's reference curve, if it ships one and the run
+    kept what the curve depends on)."""
     if skipped.total:
         experiment.write_text(experiment.skipped_file, "\n".join(skipped.lines()) + "\n")
-    ref = reference_file(recipe_source)
-    say(end_summary(result, compare_with_reference(ref, result.validations) if ref else None, skipped, experiment.skipped_file))
+    say(end_summary(result, reference_verdict(recipe, result.validations), skipped, experiment.skipped_file))
+
+
+def reference_verdict(recipe: Recipe, validations: dict[int, dict[str, float]]) -> str | None:
+    """The end summary's line on the recipe's reference curve: tracked or not, or why there is no
+    verdict (the run changed what the curve depends on); None without a curve."""
+    ref = reference_file(recipe.source)
+    if ref is None:
+        return None
+    changed = departures(recipe, recipe_file(recipe.source))
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return (f"no verdict: {ref.name} is the curve of {Path(recipe.source).name} as shipped, and this run changed "
+                f"{', '.join(changed[:3])}{more}")
+    return compare_with_reference(ref, validations)
