@@ -26,6 +26,7 @@ from nestkit.recipe import load_recipe
 from nestkit.train.loop import Trainer
 
 from _train_recipe import tiny_recipe
+from conftest import ROOT
 
 SPEECH, SHARD_SIZE = 32, 8  # utterances written, and per Shar shard
 ALL_SHAR = {(k << SHARD_BITS) + line for k in range(SPEECH // SHARD_SIZE) for line in range(SHARD_SIZE)}
@@ -192,6 +193,11 @@ def test_recipe_keys_nestkit_refuses(data: dict[str, str], tmp_path: Path) -> No
     assert "exactly one of cuts_path" in problem(**lhotse_ds(cuts_path=data["cuts"], shar_path=data["shar"]))
     assert "cuts_path, bucket_buffer_size need use_lhotse: true" in problem(cuts_path=data["cuts"], bucket_buffer_size=5)
     assert "manifest_filepath is a NeMo manifest" in problem(**lhotse_ds(cuts_path=data["cuts"], manifest_filepath="x.json"))
+    # a shipped recipe (a NeMo tarred-data section) switches to Lhotse once its tar shuffle buffer is null
+    switch = ["model.train_ds.use_lhotse=true", f"model.train_ds.cuts_path={data['cuts']}"]
+    with pytest.raises(RecipeError, match=r"model.train_ds: shuffle_n is the buffer of NeMo tarred data; with use_lhotse: true set shuffle_n: null"):
+        load_recipe(ROOT / "recipes" / "nest_fast_conformer.yaml", switch)
+    assert load_recipe(ROOT / "recipes" / "nest_fast_conformer.yaml", [*switch, "model.train_ds.shuffle_n=null"]).train_ds.use_lhotse
     with pytest.raises(DataError, match=r"reads CutSets lazily from \.jsonl or \.jsonl\.gz"):
         build_dataloader(DatasetConfig(**lhotse_ds(cuts_path=str(tmp_path / "cuts.json"))), sample_rate=16000, train=True, seed=0)
 

@@ -64,19 +64,11 @@ def installed() -> list[str]:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A user's folder: the repo's recipes/plugins/package, demo manifests under data/, and a
-    NeMo training config to convert."""
+    """A user's folder: the repo's recipes/plugins/package and a NeMo training config to convert
+    (the manifests under data/ are what README's own commands write)."""
     work = tmp_path_factory.mktemp("readme")
     for name in ("recipes", "plugins", "nestkit"):
         (work / name).symlink_to(ROOT / name)
-    data = work / "data"
-    data.mkdir()
-    train, val, noise = demo_manifests()
-    for source, name in ((train, "train.json"), (val, "dev.json"), (noise, "noise.json")):
-        lines = [json.loads(line) for line in Path(source).read_text().splitlines() if line.strip()]
-        for entry in lines:
-            entry["audio_filepath"] = str((Path(source).parent / entry["audio_filepath"]).resolve())
-        (data / name).write_text("".join(json.dumps(entry) + "\n" for entry in lines))
     recipe = load_recipe(ROOT / "recipes" / "nest_fast_conformer.yaml")
     nemo = {"name": recipe.name, "model": nemo_config_from_recipe(recipe.data),
             "trainer": {"devices": -1, "max_steps": -1, "enable_progress_bar": True},
@@ -187,7 +179,8 @@ def test_readme_commands_leave_what_readme_says_they_make(workdir: Path) -> None
     assert (workdir / "nestkit.schema.json").exists()
     assert sorted(p.name for p in (workdir / "data" / "shards").glob("audio_*.tar")) == [f"audio_{k}.tar" for k in range(8)]
     assert (workdir / "nest_experiments" / "NEST-demo" / "checkpoints" / "last.ckpt").exists()
-    assert len(list((workdir / "features").glob("*.npy"))) == len((workdir / "data" / "dev.json").read_text().splitlines())
+    assert len(list((workdir / "features").glob("*.npy"))) == len(demo_manifests()[1].read_text().splitlines())
+    assert (workdir / "data" / "train.json").exists() and (workdir / "data" / "train_val.json").exists()
     assert torch.load(workdir / "encoder.pt", weights_only=True)["encoder_state_dict"]
     assert (workdir / "demo.nemo").exists() and (workdir / "demo.ckpt").exists()
     assert load_recipe(workdir / "my_recipe.yaml").data["model"]["encoder"]["n_layers"] == 17

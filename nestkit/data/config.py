@@ -34,7 +34,7 @@ class DatasetConfig(BaseModel):
     channel_selector: int | None = Field(None, ge=0, description="pick one channel instead of down-mixing")
     is_tarred: bool = False
     tarred_audio_filepaths: str | list[str] | None = None
-    shuffle_n: int = Field(2048, ge=0, description="shuffle buffer of tarred datasets")
+    shuffle_n: int | None = Field(2048, ge=0, description="shuffle buffer of tarred datasets (null: none, as Lhotse data needs)")
     noise_pool_seconds: float = Field(600.0, ge=0, description="decoded noise kept in memory")
     batch_augmentor: dict[str, Any] | None = Field(
         None, description="an augmentor section (name: ...)", json_schema_extra={"nestkit_kind": "augmentor"}

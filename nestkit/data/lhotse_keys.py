@@ -87,8 +87,9 @@ def lhotse_problem(cfg: DatasetConfig) -> str | None:
                 "(or set use_lhotse: false to read the manifest)")
     if cfg.is_tarred or cfg.tarred_audio_filepaths is not None:
         return "NeMo tarred data is read with is_tarred: true and use_lhotse: false; Lhotse's own tar format is shar_path"
-    if "shuffle_n" in cfg.model_fields_set:
-        return "shuffle_n is the buffer of NeMo tarred data; with use_lhotse: true use shuffle_buffer_size"
+    if cfg.shuffle_n is not None and "shuffle_n" in cfg.model_fields_set:
+        return ("shuffle_n is the buffer of NeMo tarred data; with use_lhotse: true set shuffle_n: null "
+                "(Lhotse's buffer is shuffle_buffer_size)")
     bins = cfg.bucket_duration_bins
     if bins is not None and list(bins) != sorted(bins):
         return f"bucket_duration_bins must be ascending, got {list(bins)}"

@@ -290,7 +290,7 @@ def build_dataloader(
             manifest,
             batch_size=cfg.batch_size,
             shuffle=cfg.shuffle,
-            shuffle_n=cfg.shuffle_n,
+            shuffle_n=cfg.shuffle_n or 0,
             drop_last=cfg.drop_last,
             seed=seed,
             rank=rank,
