@@ -23,60 +23,13 @@ from pydantic import BaseModel
 
 from nestkit.data.config import DatasetConfig
 from nestkit.errors import RecipeError, combined, did_you_mean
+from nestkit.recipe_yaml import parse_yaml, read_yaml
 from nestkit.registry import Component, ComponentConfig, Registry, validate_fields
 from nestkit.sections import DEFAULT_MODEL, MODEL_DATA_KEYS, field_default, section_at, switch_component
 from nestkit.train.config import ExpManagerConfig, TrainerConfig, folder_name_problem
 
 TOP_LEVEL_KEYS = ("name", "model", "trainer", "exp_manager")
-_REF = re.compile(r"\$\{([^}]+)\}")
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 safe loader that also reads ``1e-3`` as a float (as YAML 1.2 and NeMo do)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with YAML 1.2 floats (no object construction, ever)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping; syntax errors become ``file:line:col: ...``."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise RecipeError("no such recipe file", file=str(path)) from None
-    except OSError as exc:
-        raise RecipeError(f"cannot read recipe: {exc.strerror}", file=str(path)) from None
-    try:
-        data = parse_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise RecipeError(f"YAML syntax error: {problem}", file=where) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"a recipe must be a mapping, got {type(data).__name__}", file=str(path))
-    return data
+REFERENCE = re.compile(r"\$\{([^}]+)\}")
 
 
 def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -243,8 +196,8 @@ def interpolate(data: dict[str, Any], registry: Registry | None = None) -> dict[
             return [resolve(v, f"{key}.{i}", stack) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
-        whole = _REF.fullmatch(value.strip())
-        refs = [whole.group(1)] if whole else _REF.findall(value)
+        whole = REFERENCE.fullmatch(value.strip())
+        refs = [whole.group(1)] if whole else REFERENCE.findall(value)
         resolved: dict[str, Any] = {}
         for ref in refs:
             ref = ref.strip()
@@ -253,7 +206,7 @@ def interpolate(data: dict[str, Any], registry: Registry | None = None) -> dict[
             resolved[ref] = resolve(_lookup(data, ref, key, registry), ref, stack + (ref,))
         if whole:
             return resolved[whole.group(1).strip()]
-        return _REF.sub(lambda m: str(resolved[m.group(1).strip()]), value)
+        return REFERENCE.sub(lambda m: str(resolved[m.group(1).strip()]), value)
 
     return resolve(data, "", ())
 
@@ -365,7 +318,7 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
     else:
         problems.append(RecipeError("expected a mapping with the model's components", key="model"))
     if checked_model is not None:
-        problems.extend(_rate_mismatches(datasets, checked_model[1]))
+        _at_model_rate(datasets, checked_model[1], problems)
     trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry, problems)
     exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry, problems)
     if problems:
@@ -394,15 +347,19 @@ def model_sample_rate(config: ComponentConfig) -> int | None:
     return rate if isinstance(rate, int) else None
 
 
-def _rate_mismatches(datasets: Mapping[str, DatasetConfig | None], model: ComponentConfig) -> list[RecipeError]:
-    """A dataset is read (and resampled) at its ``sample_rate``: any other rate than the model's
-    feeds the preprocessor audio at the wrong speed."""
+def _at_model_rate(datasets: dict[str, DatasetConfig | None], model: ComponentConfig, problems: list[RecipeError]) -> None:
+    """A dataset is read (and resampled) at its ``sample_rate``: one that does not write it takes
+    the model's; one that writes another feeds the preprocessor audio at the wrong speed."""
     rate = model_sample_rate(model)
-    return [
-        RecipeError(f"{ds.sample_rate} differs from model.sample_rate ({rate}): write sample_rate: ${{model.sample_rate}}",
-                    key=f"model.{k}.sample_rate")
-        for k, ds in datasets.items() if ds is not None and rate is not None and ds.sample_rate != rate
-    ]
+    for k, ds in datasets.items():
+        if ds is None or rate is None or ds.sample_rate == rate:
+            continue
+        if "sample_rate" not in ds.model_fields_set:
+            datasets[k] = ds.model_copy(update={"sample_rate": rate})
+        else:
+            problems.append(RecipeError(
+                f"{ds.sample_rate} differs from model.sample_rate ({rate}): write sample_rate: ${{model.sample_rate}}",
+                key=f"model.{k}.sample_rate"))
 
 
 def load_recipe(

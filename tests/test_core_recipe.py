@@ -246,10 +246,12 @@ def test_datasets_are_read_at_the_model_sample_rate(tmp_path: Path) -> None:
         ["model.train_ds.sample_rate", "8000 differs from model.sample_rate (16000): write sample_rate: ${model.sample_rate}"],
         ["model.validation_ds.sample_rate", "22050 differs from model.sample_rate (16000): write sample_rate: ${model.sample_rate}"],
     ]
-    recipe = load_recipe(demo, ["model.sample_rate=8000", "model.preprocessor.sample_rate=8000",
-                                "model.train_ds=null", "model.validation_ds=null"])
+    eight_k = ["model.sample_rate=8000", "model.preprocessor.sample_rate=8000"]
+    recipe = load_recipe(demo, [*eight_k, "model.train_ds=null", "model.validation_ds=null"])
     sets = resolve_datasets(recipe)
     assert (sets.train.sample_rate, sets.validation.sample_rate) == (8000, 8000)
+    unwritten = load_recipe(demo, [*eight_k, "model.train_ds={batch_size: 4}"])  # a section without sample_rate
+    assert unwritten.train_ds.sample_rate == 8000
 
 
 @pytest.mark.parametrize(("override", "key", "why"), [
