@@ -24,12 +24,24 @@ from nestkit.errors import NestkitError
 from nestkit.pretrained import load_model
 
 
+MAX_NAMED = 5  # skipped lines and files named in the summary
+
+
 @dataclass
 class ExtractReport:
+    """What was written and what was skipped: ``skipped`` counts by reason (malformed manifest
+    lines as ``malformed line (why)``, like ``nestkit probe``); ``named`` lists the first few of them,
+    ``FILE line N: why`` or ``reason: audio path``, so the user can find and fix them."""
+
     written: int = 0
     frames: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     out_dir: Path = Path()
+    named: list[str] = field(default_factory=list)
+
+    def skipped_text(self) -> str:
+        """``1 malformed line (not json), 2 missing``, or ``none``."""
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
 
 
 def duration_batches(durations: np.ndarray, batch_seconds: float) -> list[list[int]]:
@@ -97,6 +109,9 @@ def extract_features(
         raise NestkitError(f"{out}: cannot create output folder ({exc.strerror})") from None
     names = _unique_names(data.paths)
     report = ExtractReport(out_dir=out)
+    for reason, n in data.report.malformed.items():
+        report.skipped[f"malformed line ({reason.replace('_', ' ')})"] += n
+    report.named.extend(data.report.malformed_lines[:MAX_NAMED])
     index_lines: list[str] = []
     batches = duration_batches(data.durations, batch_seconds)
     steps = batches
@@ -113,6 +128,8 @@ def extract_features(
                 kept.append(i)
             except AudioReadError as err:
                 report.skipped[err.reason] += 1
+                if len(report.named) < MAX_NAMED:
+                    report.named.append(f"{err.reason}: {data.paths[i]}")
         if not kept:
             continue
         lengths = torch.tensor([a.shape[0] for a in audios])

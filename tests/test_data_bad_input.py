@@ -61,7 +61,7 @@ def test_loader_skips_and_counts(messy: tuple[Path, dict[str, float]], workers: 
     loader = build_dataloader(cfg, sample_rate=16000, train=True, seed=0)
     report = loader.summary
     assert report.malformed == {"not_json": 1, "no_audio_filepath": 1, "bad_duration": 1}
-    assert any(":11: not json" in line for line in report.malformed_lines)  # line numbers count blank lines
+    assert any(" line 11: not JSON (" in line for line in report.malformed_lines)  # line numbers count blank lines
     lengths: dict[str, int] = {}
     per_batch: dict[str, int] = {}
     for batch in loader:

@@ -46,7 +46,8 @@ def test_malformed_lines_counted_with_numbers_across_blocks(tmp_path: Path, monk
     path = write_lines(tmp_path / "m.json", lines, newline="\r\n")
     m = read_manifest(path, min_duration=3.0, max_duration=27.5)
     assert m.report.malformed == {"not_json": 2, "no_audio_filepath": 1, "bad_duration": 1, "bad_offset": 1}
-    assert m.report.malformed_lines[:2] == [f"{path}:12: not json", f"{path}:13: no audio filepath"]
+    assert m.report.malformed_lines[:2] == [f"{path} line 12: not JSON (Expecting property name enclosed in double quotes at column 2)",
+                                          f"{path} line 13: no audio_filepath"]
     assert m.report.too_short == 2 and m.report.too_long == 3 and len(m) == 25
     assert [Path(p).name for p in m.paths][:2] == ["x2.wav", "x3.wav"]
     # bare carriage returns split lines as text mode does

@@ -30,5 +30,10 @@ def extract(
 
     report = extract_features(checkpoint, manifest, out_dir, layers=layer or None, fmt=fmt,
                               batch_seconds=batch_seconds, device=device)
-    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(report.skipped.items())) or "none"
-    typer.echo(f"wrote {report.written} feature files ({report.frames} frames) to {out_dir}; skipped: {skipped}")
+    written = f"wrote {report.written} feature files ({report.frames} frames) to {out_dir}"
+    typer.echo(f"{written}; skipped: {report.skipped_text()}")
+    for line in report.named:
+        typer.echo(f"  {line}")
+    more = sum(report.skipped.values()) - len(report.named)
+    if report.named and more > 0:
+        typer.echo(f"  ... and {more} more")

@@ -46,6 +46,9 @@ def manifest(
     for folder in folders:
         if not folder.is_dir():
             raise NestkitError(f"{folder}: no such folder")
+    scan.check_output(out)
+    if val_fraction > 0:
+        scan.check_output(scan.validation_path(out), split_of=out)
     candidates, not_audio = [], []
     for path, root, audio in scan.walk(folders):
         (candidates if audio else not_audio).append((path, root))
@@ -58,13 +61,17 @@ def manifest(
         found, out, min_duration=min_duration, max_duration=max_duration, val_fraction=val_fraction,
         group_level=group_by_folder, label_level=label_from_folder, label_key=label_key,
     )
-    scan.write_manifest(result.train, out)
+    outputs = [(result.train, out)]
     text = f"wrote {len(result.train)} items to {out}"
     if val_fraction > 0:
         val = scan.validation_path(out)
-        scan.write_manifest(result.validation, val)
+        outputs.append((result.validation, val))
         text += f" and {len(result.validation)} to {val}"
+    scan.write_manifests(outputs)
     typer.echo(f"{text} ({result.seconds / 3600:.2f} h)")
+    note = result.split_note(val_fraction)
+    if note:
+        typer.echo(f"note: {note}")
     if result.skipped:
         counts: dict[str, int] = {}
         for reason, _ in result.skipped:

@@ -11,8 +11,6 @@ failing a run. Lines are parsed a few MB at a time with orjson into the columns 
 from __future__ import annotations
 
 import ctypes
-import json
-import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -26,6 +24,7 @@ import numpy as np
 import orjson
 
 from nestkit.data.columns import KeptExtras, ManifestPaths, StringTable, dumps_extra, encoded, joined
+from nestkit.data.manifest_line import BLANK, loads, to_seconds, why_unusable
 from nestkit.errors import DataError
 
 MAX_REPORTED_LINES = 5
@@ -44,7 +43,7 @@ class ManifestReport:
     too_long: int = 0
     dropped_seconds: float = 0.0
     malformed: dict[str, int] = field(default_factory=dict)  # reason -> count
-    malformed_lines: list[str] = field(default_factory=list)  # first few "file:line: reason"
+    malformed_lines: list[str] = field(default_factory=list)  # first few "FILE line N: why"
 
     @property
     def hours(self) -> float:
@@ -64,8 +63,13 @@ class ManifestReport:
             )
         if self.malformed:
             reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.malformed.items()))
-            text += f"; skipped malformed lines: {reasons}"
+            text += f"; skipped malformed lines: {reasons} ({self.first_malformed()})"
         return text
+
+    def first_malformed(self) -> str:
+        """The first few malformed lines as ``file line N: why``, so the user can open and fix them."""
+        more = sum(self.malformed.values()) - len(self.malformed_lines)
+        return "; ".join(self.malformed_lines) + (f"; and {more} more" if more > 0 else "")
 
 
 @dataclass
@@ -102,36 +106,6 @@ def split_paths(manifests: str | Sequence[str] | Path) -> list[Path]:
     for item in manifests:
         out.extend(split_paths(item))
     return out
-
-
-def _seconds(value: object) -> float | None:
-    """A finite number of seconds, or None (also for integers too large for a float)."""
-    if type(value) is float:  # the common case, first
-        return value if math.isfinite(value) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:
-        return None
-    return seconds if math.isfinite(seconds) else None
-
-
-def _loads(line: bytes) -> object:
-    """orjson for speed; the standard library (on replaced bad bytes) where orjson is stricter."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        text = line.decode("utf-8", errors="replace")
-        if not text.strip():
-            return _BLANK
-        try:
-            return json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            return None
-
-
-_BLANK = object()
 
 
 class _Columns:
@@ -214,16 +188,16 @@ def _slow_block(lines: list[bytes], first_number: int, file: Path, report: Manif
     for number, line in enumerate(lines, start=first_number):
         if not line or line.isspace():
             continue
-        entry = _loads(line)
-        if entry is _BLANK:
+        entry = loads(line)
+        if entry is BLANK:
             continue
         reason = "not_json"
         if type(entry) is dict:
             path = entry.get("audio_filepath")
             if path is None:
                 path = entry.get("audio_filename")
-            duration = _seconds(entry.get("duration"))
-            offset = _seconds(entry.get("offset") or 0.0)
+            duration = to_seconds(entry.get("duration"))
+            offset = to_seconds(entry.get("offset") or 0.0)
             if type(path) is not str or not path:
                 reason = "no_audio_filepath"
             elif duration is None or duration <= 0:
@@ -238,7 +212,7 @@ def _slow_block(lines: list[bytes], first_number: int, file: Path, report: Manif
                 continue
         report.malformed[reason] = report.malformed.get(reason, 0) + 1
         if len(report.malformed_lines) < MAX_REPORTED_LINES:
-            report.malformed_lines.append(f"{file}:{number}: {reason.replace('_', ' ')}")
+            report.malformed_lines.append(f"{file} line {number}: {why_unusable(reason, entry)}")
     return paths, np.asarray(durs, dtype=np.float64), np.asarray(offs, dtype=np.float64), entries
 
 

@@ -37,10 +37,31 @@ class ScanResult:
     train: list[dict[str, object]] = field(default_factory=list)
     validation: list[dict[str, object]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (reason, path)
+    groups: int = 0  # groups split (folders with --group-by-folder, else recordings)
+    val_groups: int = 0
+    grouped: bool = False  # split by folder
 
     @property
     def seconds(self) -> float:
         return sum(float(e["duration"]) for e in self.train + self.validation)  # type: ignore[arg-type]
+
+    def split_note(self, val_fraction: float) -> str | None:
+        """One line when the validation share is far from the one asked, else None.
+
+        The split keeps groups whole and decides each by a hash (deterministic), so few or uneven
+        groups can give 28% when 5% was asked; the user should hear it rather than find out later.
+        """
+        total = len(self.train) + len(self.validation)
+        if val_fraction <= 0 or total == 0:
+            return None
+        n_val, expected = len(self.validation), val_fraction * total
+        if n_val and self.train and abs(n_val - expected) <= max(0.5 * expected, 2.0):
+            return None
+        groups = f"{self.val_groups} of {self.groups} groups, " if self.grouped else ""
+        why = ("groups are whole (a deeper --group-by-folder level gives smaller ones)" if self.grouped
+               else "each recording is drawn by a hash, so few recordings give a rough share")
+        return (f"val: {groups}{n_val} of {total} recordings ({n_val / total:.0%}), "
+                f"asked {val_fraction:.0%}: {why}")
 
 
 def audio_extensions() -> set[str]:
@@ -159,14 +180,71 @@ def build_entries(
             chosen.discard(max(groups, key=lambda g: hashlib.sha1(g.encode("utf-8", "surrogatepass")).digest()))
     for group in sorted(groups):
         (result.validation if group in chosen else result.train).extend(groups[group])
+    result.groups, result.val_groups, result.grouped = len(groups), len(chosen), group_level is not None
     return result
 
 
-def write_manifest(entries: list[dict[str, object]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), encoding="utf-8")
-    os.replace(tmp, path)
+def check_output(path: Path, option: str = "--out", split_of: Path | None = None) -> None:
+    """Refuse, in one line and before any header is read, a manifest path that cannot be written:
+    a folder, a path below a file, a folder not writable (read-only or no permission), or an
+    existing audio file (never overwrite input data). ``split_of``: the --out whose validation
+    split ``path`` is."""
+    where = f"{option} {split_of}: its validation split {path}" if split_of else f"{option} {path}"
+    if path.is_dir():
+        hint = "" if split_of else f" (name a manifest file, e.g. {path / 'train.json'})"
+        raise NestkitError(f"{where}: is a folder{hint}")
+    if path.is_file() and header_duration(str(path))[0] is not None:
+        raise NestkitError(f"{where}: is an audio file, not overwriting it (name a .json file)")
+    for folder in (path.parent, *path.parent.parents):
+        if folder.is_dir():
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise NestkitError(f"{where}: cannot write into {folder} (read-only or no permission)")
+            return
+        if folder.exists() or folder.is_symlink():
+            raise NestkitError(f"{where}: {folder} is not a folder")
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, outermost first."""
+    missing = [f for f in (folder, *folder.parents) if not f.is_dir()][::-1]
+    created: list[Path] = []
+    for f in missing:
+        f.mkdir()
+        created.append(f)
+    return created
+
+
+def write_manifests(files: Sequence[tuple[list[dict[str, object]], Path]]) -> None:
+    """Write the manifests (train, and its validation split) all or none.
+
+    Each is written to ``NAME.tmp`` first and renamed over its target only once all are written,
+    so a failed write (full disk, read-only folder) leaves the previous files, no ``.tmp`` and no
+    folder it created, and never a new train list beside an old validation list. One line on error.
+    """
+    created: list[Path] = []
+    written: list[tuple[Path, Path]] = []
+    path = Path()
+    try:
+        for entries, path in files:
+            created += _make_folders(path.parent)
+            tmp = path.with_name(path.name + ".tmp")
+            written.append((tmp, path))
+            tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), encoding="utf-8")
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except OSError as exc:
+        for tmp, _ in written:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        failed = f"{exc.filename}: " if exc.filename and str(exc.filename) != str(path) else ""
+        raise NestkitError(f"{path}: cannot write the manifest ({failed}{exc.strerror or exc})") from None
 
 
 def validation_path(out: Path) -> Path:
