@@ -30,7 +30,8 @@ def nestkit_register_components(register: Callable[[Component], None]) -> None:
     :param register: call it once per :class:`nestkit.registry.Component`; nestkit records
         the calling plugin's distribution as the component's provider and checks for
         duplicate kind+name pairs across providers.
-    :returns: nothing.
+    :returns: nothing; a returned value (a list of components, say) registers nothing, and
+        nestkit prints a warning naming the plugin.
 
     Called once per process and plugin, the first time the registry is used. A hook that
     raises registers none of its components; the other plugins are not affected.
@@ -45,5 +46,7 @@ def nestkit_check_section(kind: str, name: str, workdir: Path) -> dict[str, Any]
 
     :param workdir: an empty folder for files the section needs (e.g. a centroids file).
     :returns: the section, or None for the component's defaults with small sizes for the usual
-        fields (``feat_in``, ``d_model``, ``num_classes``, ...: see ``nestkit.testing``).
+        fields (``feat_in``, ``d_model``, ``num_classes``, ...: see ``nestkit.testing``). An
+        exception, an answer that is not a mapping or not a valid section fails the component's
+        ``build`` check with a line naming the plugin and this hook.
     """

@@ -1,6 +1,7 @@
 """The typed component registry: every buildable part of nestkit goes through it.
 
-This module depends on nothing in nestkit but ``nestkit.errors``. Filling a registry from the
+This module depends on nothing in nestkit but the error types and their wording (``nestkit.errors``,
+``nestkit.plugin_errors``, ``nestkit.field_errors``). Filling a registry from the
 installed plugins is :mod:`nestkit.plugins`' job, and whoever builds holds the registry it
 validated with and passes it down: nothing here looks up a process-wide registry.
 
@@ -28,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nestkit.errors import RecipeError, combined, did_you_mean
+from nestkit.field_errors import describe_input, one_line_errors
 from nestkit.plugin_errors import BUILTIN_PROVIDER, raise_build_error
 
 KINDS: tuple[str, ...] = (
@@ -121,6 +123,29 @@ def nested_kinds(config: type[BaseModel]) -> dict[str, str]:
     return kinds
 
 
+def _refuse_unusable(component: Any, provider: str) -> None:
+    """Raise one line (naming ``provider``) for a component no recipe could ever use, so the plugin
+    fails to load instead of registering it."""
+    if not isinstance(component, Component):
+        raise TypeError(f"register() expects nestkit.Component, got {type(component).__name__}")
+    who = provider or component.provider or "?"
+    if component.kind not in KINDS:
+        raise ValueError(f"{who} registers {component.name!r} under unknown kind {component.kind!r}; kinds are {', '.join(KINDS)}")
+    what = f"{who} registers {component.kind} {component.name!r}"
+    if not isinstance(component.name, str) or not component.name.strip():
+        raise ValueError(f"{what}: a component needs a non-empty name")
+    if ":" in component.name:  # recipes read 'a:b' as provider 'a', name 'b'
+        raise ValueError(f"{what}: component names cannot contain ':' (recipes write 'provider:name')")
+    if not callable(component.factory):
+        raise ValueError(f"{what}: factory must be callable (the class or function that builds it), got {component.factory!r}")
+    config = component.config
+    if not (isinstance(config, type) and issubclass(config, ComponentConfig)):
+        got = config.__name__ if isinstance(config, type) else repr(config)
+        if isinstance(config, type) and issubclass(config, BaseModel):
+            got += ", a plain pydantic BaseModel (it would ignore misspelt keys)"
+        raise ValueError(f"{what}: config must subclass nestkit.ComponentConfig (a pydantic model), got {got}")
+
+
 @dataclass
 class Registry:
     """All components known to this process, keyed by kind and name."""
@@ -133,13 +158,7 @@ class Registry:
         """Register ``components`` from one provider: all of them, or none if one is invalid."""
         ready: list[Component] = []
         for component in components:
-            if component.kind not in KINDS:
-                raise ValueError(
-                    f"{provider or '?'} registers {component.name!r} under unknown kind "
-                    f"{component.kind!r}; kinds are {', '.join(KINDS)}"
-                )
-            if not (isinstance(component.config, type) and issubclass(component.config, BaseModel)):
-                raise ValueError(f"{component.kind} {component.name!r}: config must be a pydantic model")
+            _refuse_unusable(component, provider)
             component = replace(
                 component, provider=component.provider or provider, version=component.version or version
             )
@@ -198,7 +217,7 @@ class Registry:
         if isinstance(section, BaseModel):
             section = section.model_dump()
         if not isinstance(section, Mapping):
-            problems.append(RecipeError(f"expected a mapping with 'name:', got {_describe_input(section)}", key=key))
+            problems.append(RecipeError(f"expected a mapping with 'name:', got {describe_input(section)}", key=key))
             return None
         name = section.get("name")
         if not isinstance(name, str) or not name:
@@ -268,130 +287,6 @@ def validate_fields(
     except ValidationError as exc:
         errors = exc.errors()
         across = [err for err in errors if not err.get("loc")]
-        problems.extend(_one_line_errors([err for err in errors if err.get("loc")], model, key))
-        (problems if whole is None else whole).extend(_one_line_errors(across, model, key))
+        problems.extend(one_line_errors([err for err in errors if err.get("loc")], model, key))
+        (problems if whole is None else whole).extend(one_line_errors(across, model, key))
         return None, {str(err["loc"][0]) for err in errors if err.get("loc")}
-
-
-def _describe_input(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, (dict, list)):
-        return type(value).__name__
-    return repr(value)
-
-
-_EXPECTED = {
-    "int_parsing": "an integer",
-    "int_type": "an integer",
-    "int_from_float": "an integer",
-    "float_parsing": "a number",
-    "float_type": "a number",
-    "bool_parsing": "true or false",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
-
-
-_TYPE_TAGS = frozenset({"int", "float", "str", "bool", "none", "list", "dict", "tuple"})
-
-
-def _is_union_branch(part: Any) -> bool:
-    """Whether a pydantic ``loc`` element names a union member (``constrained-int``,
-    ``literal['auto','cpu']``, ``int``) rather than a field or a list index."""
-    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_TAGS)
-
-
-def _error_line(err: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[str, str]:
-    """(dotted key, message) for one pydantic error."""
-    loc = [str(p) for p in err.get("loc", ()) if not _is_union_branch(p)]
-    etype = err.get("type", "")
-    value = err.get("input")
-    if etype == "extra_forbidden":
-        unknown = loc[-1] if loc else "?"
-        known: list[str] = []
-        if model is not None and len(loc) == 1:
-            known = list(model.model_fields)
-        return ".".join(loc[:-1]), f"unknown field '{unknown}'{did_you_mean(unknown, known)}"
-    if etype == "missing":
-        return ".".join(loc), "required field is missing"
-    if etype in _EXPECTED:
-        return ".".join(loc), f"expected {_EXPECTED[etype]}, got {_describe_input(value)}"
-    if etype in ("literal_error", "enum"):
-        expected = err.get("ctx", {}).get("expected", "")
-        return ".".join(loc), f"expected {expected}, got {_describe_input(value)}"
-    msg = str(err.get("msg", "invalid value"))
-    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    suffix = f", got {_describe_input(value)}" if not isinstance(value, (dict, list)) else ""
-    return ".".join(loc), f"{msg[0].lower()}{msg[1:]}{suffix}" if msg else msg
-
-
-_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"),
-           "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}
-_LIST_OF = {"str": "strings", "int": "integers", "float": "numbers"}
-
-
-def _wanted(err: Mapping[str, Any]) -> str:
-    """What one union member asked for, as a noun phrase ("a string", "a number >= 1")."""
-    etype, ctx = err.get("type", ""), err.get("ctx", {})
-    if etype in _EXPECTED:
-        return _EXPECTED[etype]
-    if etype in ("literal_error", "enum"):
-        return str(ctx.get("expected", "one of its values"))
-    if etype in _BOUNDS:
-        name, sign = _BOUNDS[etype]
-        return f"a number {sign} {ctx.get(name)}"
-    msg = str(err.get("msg", "a valid value")).removeprefix("Value error, ")
-    return f"{msg[0].lower()}{msg[1:]}" if msg else "a valid value"
-
-
-def _member_name(tag: str) -> str:
-    """A union member's tag (``list[str]``, ``int``) as a noun phrase."""
-    inner = tag[tag.find("[") + 1 : -1] if tag.startswith("list[") else ""
-    if tag.startswith("list"):
-        return f"a list of {_LIST_OF[inner]}" if inner in _LIST_OF else "a list"
-    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-            "dict": "a mapping", "none": "null"}.get(tag, tag)
-
-
-def _union_line(errors: list[Mapping[str, Any]], depth: int) -> str:
-    """One message for a value that matched no member of a union; ``depth`` is where the member's
-    tag sits in each error's ``loc``."""
-    members: dict[str, list[Mapping[str, Any]]] = {}
-    for err in errors:
-        members.setdefault(str(err["loc"][depth]), []).append(err)
-    wants, got = [], ""
-    for tag, errs in members.items():
-        rest = [p for p in errs[0]["loc"][depth + 1 :] if not _is_union_branch(p)]
-        if len(errs) == 1 and not rest:
-            named = _member_name(tag)
-            wants.append(named if errs[0].get("type") in _EXPECTED and named != tag else _wanted(errs[0]))
-            if not isinstance(errs[0].get("input"), dict):
-                got = f", got {_describe_input(errs[0].get('input'))}"
-        else:
-            wants.append(_member_name(tag))
-    return "expected " + " or ".join(dict.fromkeys(w.removeprefix("expected ") for w in wants)) + got
-
-
-def _one_line_errors(
-    errors: list[Any], model: type[BaseModel] | None, prefix: str
-) -> list[RecipeError]:
-    """Each of pydantic's errors as a one-line :class:`RecipeError` at ``prefix.key``; the errors of
-    one value against each member of a union (``devices: -1`` is neither a number >= 1 nor
-    'auto') are one line."""
-    lines: list[tuple[str, str]] = []
-    unions: dict[tuple[Any, ...], list[Any]] = {}
-    for err in errors:
-        loc = tuple(err.get("loc", ()))
-        depth = next((i for i, part in enumerate(loc) if _is_union_branch(part)), None)
-        if depth is None:
-            lines.append(_error_line(err, model))
-        else:
-            unions.setdefault(loc[:depth], []).append(err)
-    lines += [(".".join(str(p) for p in where), _union_line(errs, len(where))) for where, errs in unions.items()]
-    return [RecipeError(message, key=".".join(p for p in (prefix, key) if p)) for key, message in dict.fromkeys(lines)]

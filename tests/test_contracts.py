@@ -45,6 +45,15 @@ def _unannotated(cfg: ForwardOnlyConfig):  # noqa: ANN202 - on purpose: no retur
     return ForwardOnlyEncoder(cfg)
 
 
+class _WithBlocks(ForwardOnlyEncoder):
+    def blocks(self) -> list[torch.nn.Module]:
+        return [self.conv]
+
+
+def _keywords(*, feat_in: int, d_model: int, subsampling_factor: int):  # noqa: ANN202 - nestkit 0.1's style, unannotated
+    return _WithBlocks(ForwardOnlyConfig(feat_in=feat_in, d_model=d_model, subsampling_factor=subsampling_factor))
+
+
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     """The installed components plus the forward-only encoder (as a plugin would register it)."""
@@ -52,6 +61,8 @@ def registry() -> Registry:
     reg.add(nestkit.Component("encoder", "forward_only", ForwardOnlyEncoder, ForwardOnlyConfig, "test double"),
             nestkit.Component("encoder", "unannotated", _unannotated, ForwardOnlyConfig, "test double"),
             provider="contract-doubles")
+    with pytest.warns(DeprecationWarning):
+        reg.add(nestkit.Component("encoder", "keywords", _keywords, ForwardOnlyConfig, "test double"), provider="contract-doubles")
     return reg
 
 
@@ -148,6 +159,20 @@ def test_describe_lists_the_capabilities(registry: Registry, monkeypatch: pytest
     assert "  yes BlockEncoder (blocks): for trainer.compile, trainer.activation_checkpointing" in conformer.splitlines()
     unknown = CliRunner().invoke(app, ["describe", "encoder", "unannotated"], env={"COLUMNS": "200"}).output
     assert "capabilities: unknown (annotate the factory's return type with the class it builds)" in unknown.splitlines()
+
+
+def test_describe_does_not_deny_capabilities_of_a_keyword_style_factory(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nestkit 0.1's factory(*, fields) is called through an adapter annotated `-> Any`: that names
+    no class, so describe cannot know, while the check finds the blocks the built encoder has."""
+    from nestkit.cli import describe
+    from nestkit.cli.main import app
+    from nestkit.testing import check_component
+
+    monkeypatch.setattr(describe, "loaded_registry", lambda: registry)
+    result = CliRunner().invoke(app, ["describe", "encoder", "keywords"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "capabilities: unknown (annotate the factory's return type with the class it builds)"
+    assert check_component("encoder", "keywords", registry=registry).capabilities == ["BlockEncoder"]
 
 
 def test_public_names_cover_what_plugin_components_import() -> None:

@@ -94,9 +94,12 @@ def test_no_import_cycle_among_nestkit_modules() -> None:
 
 def test_the_registry_depends_on_nothing_but_the_errors() -> None:
     modules = _modules()
-    # plugin_errors words the errors a component's own code raises; it imports only nestkit.errors
-    assert _imported("nestkit.registry", modules["nestkit.registry"], modules) == {"nestkit.errors", "nestkit.plugin_errors"}
+    # plugin_errors words the errors a component's own code raises, field_errors those of a config;
+    # both import only nestkit.errors
+    assert _imported("nestkit.registry", modules["nestkit.registry"], modules) == {
+        "nestkit.errors", "nestkit.plugin_errors", "nestkit.field_errors"}
     assert _imported("nestkit.plugin_errors", modules["nestkit.plugin_errors"], modules) == {"nestkit.errors"}
+    assert _imported("nestkit.field_errors", modules["nestkit.field_errors"], modules) == {"nestkit.errors"}
     assert _imported("nestkit.hookspecs", modules["nestkit.hookspecs"], modules) == set()
 
 

@@ -7,9 +7,11 @@ import re
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+import pytest
 from conftest import plugins_env, run_nestkit, run_python
 
-from nestkit.plugins import load_registry
+import nestkit.plugins
+from nestkit.plugins import load_registry, warn_failures
 from nestkit.registry import KINDS
 
 
@@ -90,7 +92,14 @@ def test_trace_prints_each_hook_call_with_its_plugin(plugin_site: Path) -> None:
     env = {**plugins_env(plugin_site, "toy", "broken"), "NESTKIT_TRACE_PLUGINS": "1"}
     result = run_nestkit("list-components", "--json", env=env)
     assert result.returncode == 0, result.stderr
-    trace = [line for line in result.stderr.splitlines() if line.startswith("nestkit: ")]
+    trace = [line for line in result.stderr.splitlines() if line.startswith("nestkit: nestkit_")]
+    loading = [line for line in result.stderr.splitlines() if line.startswith("nestkit: plugin ")]
+    assert loading == [  # an import error calls no hook: its own line says why the plugin is missing
+        "nestkit: plugin 'broken' (nestkit-broken 0.0.1) failed to load: ModuleNotFoundError: "
+        "No module named 'nestkit_dependency_that_does_not_exist'",
+        "nestkit: plugin 'clash' (nestkit-clash 0.1.0) skipped: NESTKIT_DISABLE_PLUGINS names it",
+        "nestkit: plugin 'tiny_lstm' (nestkit-tiny-lstm 0.1.0) skipped: NESTKIT_DISABLE_PLUGINS names it",
+    ]
     calls = [re.fullmatch(r"nestkit: nestkit_register_components -> plugin '(\S+)' \((.+)\)", line) for line in trace[::2]]
     ends = [re.fullmatch(r"nestkit: nestkit_register_components <- plugin '(\S+)': (\d+) components \(\d+\.\d ms\)", line) for line in trace[1::2]]
     assert all(calls) and all(ends), trace
@@ -104,3 +113,51 @@ def test_trace_prints_each_hook_call_with_its_plugin(plugin_site: Path) -> None:
     assert "broken" not in traced  # it fails on import: no hook call to trace
     quiet = run_nestkit("list-components", "--json", env=plugins_env(plugin_site, "toy", "broken"))
     assert not [line for line in quiet.stderr.splitlines() if line.startswith("nestkit: ")]
+
+
+def test_a_component_no_recipe_could_use_fails_its_plugin_in_one_line() -> None:
+    names = ("Good", "ColonName", "EmptyName", "NoFactory", "PlainConfig", "NotAComponent")
+    registry = load_registry(_entry_points(*names))
+    assert [(c.kind, c.name) for c in registry] == [("encoder", "good_enc")]
+    assert {f.plugin: f.error for f in registry.failures} == {
+        "colonname": "ValueError: colonname registers encoder 'my:enc': component names cannot contain ':' "
+                     "(recipes write 'provider:name')",
+        "emptyname": "ValueError: emptyname registers encoder '': a component needs a non-empty name",
+        "nofactory": "ValueError: nofactory registers encoder 'no_factory': factory must be callable "
+                     "(the class or function that builds it), got None",
+        "plainconfig": "ValueError: plainconfig registers encoder 'plain_config': config must subclass "
+                       "nestkit.ComponentConfig (a pydantic model), got _Plain, a plain pydantic BaseModel (it would ignore misspelt keys)",
+        "notacomponent": "TypeError: register() expects nestkit.Component, got str",
+    }
+
+
+def test_a_hook_returning_a_value_is_a_warning_naming_the_plugin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = load_registry(_entry_points("ReturnsList"))
+    assert [c.name for c in registry] == ["registered_enc"] and registry.failures == []
+    line = ("plugin 'returnslist' (returnslist): nestkit_register_components returned list, which nestkit ignores; "
+            "pass each component to register(...)")
+    assert registry.warnings == [line]
+    monkeypatch.setattr(nestkit.plugins, "_warned", False)
+    warn_failures(registry)
+    assert capsys.readouterr().err == f"warning: {line}\n"
+
+
+def test_disabled_plugins_are_recorded_and_a_name_matching_none_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NESTKIT_DISABLE_PLUGINS", "good, raisin,")
+    registry = load_registry(_entry_points("Good", "Raising"))
+    assert registry.disabled == {"good": "good"} and list(registry) == []
+    assert registry.warnings == ["NESTKIT_DISABLE_PLUGINS names 'raisin', which is no installed plugin's entry-point "
+                                 "name; did you mean 'raising'? (installed plugins: good, raising)"]
+
+
+def test_check_plugin_of_a_disabled_distribution_says_it_is_disabled(plugin_site: Path) -> None:
+    env = plugins_env(plugin_site, "tiny_lstm")  # disables toy
+    env["NESTKIT_DISABLE_PLUGINS"] += ",tiny_lstmm"
+    result = run_nestkit("check-plugin", "nestkit-toy", env=env)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    warning, error = result.stderr.splitlines()
+    assert warning.startswith("warning: NESTKIT_DISABLE_PLUGINS names 'tiny_lstmm', which is no installed plugin's "
+                              "entry-point name; did you mean 'tiny_lstm'? (installed plugins: "), warning
+    assert error == "error: distribution 'nestkit-toy' registers no component: NESTKIT_DISABLE_PLUGINS disables its plugin 'toy'"

@@ -127,6 +127,16 @@ def test_unknown_kind_and_non_pydantic_config_are_rejected() -> None:
         reg.add(Component("encoder", "x", Linear, dict, ""), provider="p")  # type: ignore[arg-type]
 
 
+def test_a_component_no_recipe_could_use_is_refused_with_all_of_its_batch() -> None:
+    reg = Registry()
+    good = Component("encoder", "linear", Linear, LinearConfig, "")
+    with pytest.raises(ValueError, match=r"^p registers encoder 'a:b': component names cannot contain ':'"):
+        reg.add(good, Component("encoder", "a:b", Linear, LinearConfig, ""), provider="p")
+    with pytest.raises(TypeError, match=r"^register\(\) expects nestkit.Component, got str$"):
+        reg.add(good, "linear", provider="p")  # type: ignore[arg-type]
+    assert list(reg) == []  # all or nothing
+
+
 def make_linear_01(*, d_in: int, d_out: int, scale: float, params: object = None) -> tuple:
     """A factory written for nestkit 0.1: the config's fields as keywords (plus context)."""
     return ("linear", d_in, d_out, scale, params)

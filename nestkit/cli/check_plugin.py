@@ -42,12 +42,19 @@ def check_plugin(
         if _canonical(dist) not in installed:
             raise NestkitError(f"unknown distribution '{dist}'{did_you_mean(dist, installed.values())} (installed nestkit "
                                f"plugins: {', '.join(sorted(installed.values()))})")
+    from nestkit.plugins import DISABLE_VARIABLE, PluginRegistry
+
     registry = loaded_registry()
     providers = {_canonical(c.provider) for c in registry}
     failed = {_canonical(f.provider): f.error for f in registry.failures}
+    disabled = registry.disabled if isinstance(registry, PluginRegistry) else {}
     for dist in dists:
         if _canonical(dist) not in providers:
-            why = f": its plugin failed to load ({failed[_canonical(dist)]})" if _canonical(dist) in failed else ""
+            off = sorted(name for name, provider in disabled.items() if _canonical(provider) == _canonical(dist))
+            if off:
+                why = f": {DISABLE_VARIABLE} disables its plugin{'s' * (len(off) > 1)} {', '.join(map(repr, off))}"
+            else:
+                why = f": its plugin failed to load ({failed[_canonical(dist)]})" if _canonical(dist) in failed else ""
             raise NestkitError(f"distribution '{dist}' registers no component{why}")
     chosen = [c for c in registry if _canonical(c.provider) in {_canonical(d) for d in dists}]
 

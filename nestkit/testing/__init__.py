@@ -90,12 +90,13 @@ def check_component(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nestkit-check-") as workdir, torch.random.fork_rng(devices=[]):
         try:
-            section = ({**config, "name": component.qualified_name} if config is not None
-                       else check_section(component, Path(workdir)))
+            section, who = (({**config, "name": component.qualified_name}, "") if config is not None
+                            else check_section(component, Path(workdir)))
             problems: list[RecipeError] = []
             checked = registry.check(kind, section, kind, problems)
             if problems or checked is None:
-                raise RecipeError("; ".join(str(p) for p in problems) or "invalid section")
+                invalid = "; ".join(str(p) for p in problems) or "invalid section"
+                raise RecipeError(f"{who} returned an invalid section: {invalid}" if who else invalid)
         except Exception as exc:  # noqa: BLE001 - a section that cannot be built fails the first check
             raise ComponentCheckError(label, "build", " ".join(str(exc).split())) from exc
         subject = Subject(kind, label, checked[1].model_dump(), lambda **context: registry.make(*checked, key=kind, **context))

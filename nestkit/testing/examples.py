@@ -2,21 +2,23 @@
 
 First the component's own plugin is asked (its ``nestkit_check_section`` hook, see
 :mod:`nestkit.hookspecs`); otherwise the component's defaults are used, with the small sizes of
-:data:`TEST_SIZES` for the usual fields, so checks take a fraction of a second.
+:data:`TEST_SIZES` for the usual fields, so checks take a fraction of a second. What goes wrong
+with a plugin's answer names the plugin and the hook: the author must know it is their hook, not
+their component, that broke.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-import pluggy
-
-from nestkit import hookspecs
-from nestkit.plugins import ENTRY_POINT_GROUP
+from nestkit.plugins import ENTRY_POINT_GROUP, plugin_manager
 from nestkit.registry import Component
+
+CHECK_HOOK = "nestkit_check_section"
 
 # Small sizes for fields of these names, wherever a config has them.
 TEST_SIZES: dict[str, int] = {
@@ -42,13 +44,37 @@ def _plugins_by_provider() -> dict[str, list[EntryPoint]]:
     return found
 
 
-def provider_section(component: Component, workdir: Path) -> dict[str, Any] | None:
-    """What the plugin that registered ``component`` answers to ``nestkit_check_section``, or None."""
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    for ep in _plugins_by_provider().get(component.provider, []):
+class SectionHookError(Exception):
+    """A plugin's ``nestkit_check_section`` raised, or answered something that is not a section."""
+
+
+def provider_section(component: Component, workdir: Path) -> tuple[dict[str, Any] | None, str]:
+    """What the plugin that registered ``component`` answers to ``nestkit_check_section`` (None
+    when none of its entry points answers), and who answered: "plugin 'NAME' (DIST):
+    nestkit_check_section", or "" for no answer."""
+    eps = _plugins_by_provider().get(component.provider, [])
+    manager = plugin_manager({ep.name: f"{ep.dist.metadata['Name']} {ep.dist.version}" if ep.dist else component.provider
+                              for ep in eps})
+    for ep in eps:
         manager.register(ep.load(), name=ep.name)
-    return manager.hook.nestkit_check_section(kind=component.kind, name=component.name, workdir=workdir)
+    for ep in eps:  # one plugin at a time, so what goes wrong names it
+        if not any(impl.plugin_name == ep.name for impl in manager.hook.nestkit_check_section.get_hookimpls()):
+            continue
+        who = f"plugin '{ep.name}' ({component.provider}): {CHECK_HOOK}"
+        others = [p for name, p in manager.list_name_plugin() if name != ep.name]
+        try:
+            answer = manager.subset_hook_caller(CHECK_HOOK, remove_plugins=others)(
+                kind=component.kind, name=component.name, workdir=workdir)
+        except Exception as exc:
+            text = " ".join(str(exc).split())
+            raise SectionHookError(f"{who} raised {type(exc).__name__}{': ' * bool(text)}{text}") from exc
+        if answer is None:
+            continue
+        if not isinstance(answer, Mapping):
+            raise SectionHookError(f"{who} returned {type(answer).__name__} ({answer!r:.40}), expected a mapping of the "
+                                   f"section's fields, or None for the defaults")
+        return dict(answer), who
+    return None, ""
 
 
 def default_section(component: Component) -> dict[str, Any]:
@@ -62,9 +88,10 @@ def default_section(component: Component) -> dict[str, Any]:
     return {"name": component.qualified_name, **{k: v for k, v in TEST_SIZES.items() if k in fields}}
 
 
-def check_section(component: Component, workdir: Path) -> dict[str, Any]:
-    """The section to check ``component`` with when the caller gives none."""
-    section = provider_section(component, workdir)
+def check_section(component: Component, workdir: Path) -> tuple[dict[str, Any], str]:
+    """The section to check ``component`` with when the caller gives none, and who answered it
+    (as :func:`provider_section`; "" for the defaults)."""
+    section, who = provider_section(component, workdir)
     if section is None:
-        return default_section(component)
-    return {**section, "name": component.qualified_name}
+        return default_section(component), ""
+    return {**section, "name": component.qualified_name}, who

@@ -16,6 +16,29 @@ from nestkit.testing.harness import (
 )
 
 DEFAULT_CHANNELS = 16  # input size when a config has no feat_in
+# What the next part (a decoder's float32 weights) can take: float32, or a half type under autocast.
+AUTOCAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _pair(result: Any, what: str) -> tuple[Any, Any]:
+    """``result`` as the two outputs ``what`` names ("encoded, lengths"), or a failed check saying
+    what came back instead (not Python's "too many values to unpack")."""
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        got = f"{type(result).__name__} of {len(result)}" if isinstance(result, (tuple, list)) else type(result).__name__
+        raise AssertionError(f"returned {got}, expected a pair ({what})")
+    return result[0], result[1]
+
+
+def _float32(tensor: Tensor, what: str) -> None:
+    expect(tensor.dtype == torch.float32, f"{what} is {tensor.dtype}, expected float32 (the next part's weights are float32)")
+
+
+def _repeatable(s: Subject, run: Any) -> None:
+    """Two calls in eval mode under different seeds agree: randomness (noise, dropout) belongs to
+    training mode only; checked before padding, which would otherwise take the blame."""
+    with s.check("repeatable"):
+        same(seeded(1, run), seeded(2, run), "two calls on the same input in eval mode (draw random numbers only "
+             "when self.training)", atol=1e-6)
 
 
 def _lengths(lengths: Tensor, size: int, what: str) -> None:
@@ -28,12 +51,13 @@ def preprocessor(s: Subject) -> None:
     audio, audio_len = audio_batch(int(s.fields.get("sample_rate", 16000)))
     pre = in_mode(s.build(), False)
     with s.check("shapes"):
-        feats, feats_len = pre(audio, audio_len)
+        feats, feats_len = _pair(pre(audio, audio_len), "features, lengths")
         expect(feats.dim() == 3 and feats.shape[0] == BATCH, f"features of shape {tuple(feats.shape)}, expected (B, D, T)")
         if "features" in s.fields:
             expect(feats.shape[1] == s.fields["features"], f"{feats.shape[1]} feature channels, the config says features={s.fields['features']}")
         expect(feats.dtype == torch.float32, f"features are {feats.dtype}, expected float32")
         _lengths(feats_len, feats.shape[2], "feature lengths")
+    _repeatable(s, lambda: pre(audio, audio_len))
     with s.check("padding"):
         again, again_len = pre(new_padding(audio, audio_len), audio_len)
         inside = valid(feats_len, feats.shape[2])[:, None, :]
@@ -53,7 +77,7 @@ def encoder(s: Subject) -> None:
     feats, lengths = feature_batch(int(s.fields.get("feat_in", DEFAULT_CHANNELS)))
     enc = in_mode(s.build(), False)
     with s.check("shapes"):
-        out, out_len = enc(feats, lengths)
+        out, out_len = _pair(enc(feats, lengths), "encoded, lengths")
         expect(out.dim() == 3 and out.shape[0] == BATCH, f"output of shape {tuple(out.shape)}, expected (B, d_model, T')")
         feat_out, d_model = s.fields.get("feat_out", -1), s.fields.get("d_model")
         size = feat_out if isinstance(feat_out, int) and feat_out > 0 else d_model
@@ -63,7 +87,9 @@ def encoder(s: Subject) -> None:
         if isinstance(factor, int):
             expect(abs(out.shape[2] - feats.shape[2] / factor) <= 1, f"{out.shape[2]} frames out of {feats.shape[2]}, subsampling_factor={factor}")
         finite(out, "output")
+        _float32(out, "output")
         _lengths(out_len, out.shape[2], "output lengths")
+    _repeatable(s, lambda: enc(feats, lengths))
     with s.check("padding"):
         again, again_len = enc(new_padding(feats, lengths), lengths)
         inside = valid(out_len, out.shape[2])[:, None, :]
@@ -73,6 +99,7 @@ def encoder(s: Subject) -> None:
         with bf16():
             cast, cast_len = enc(feats, lengths)
         finite(cast, "output under bf16 autocast")
+        expect(cast.dtype in AUTOCAST_DTYPES, f"output under bf16 autocast is {cast.dtype}, expected bfloat16, float16 or float32")
         expect(cast.shape == out.shape, f"output under bf16 autocast has shape {tuple(cast.shape)}, not {tuple(out.shape)}")
         same(cast_len, out_len, "lengths under bf16 autocast")
     with s.check("backward"):
@@ -126,7 +153,7 @@ def masking(s: Subject) -> None:
     feats, lengths = feature_batch(int(s.fields.get("feat_in", DEFAULT_CHANNELS)))
     mask = s.build()
     with s.check("shapes"):
-        masked, masks = seeded(0, lambda: mask(feats, lengths))
+        masked, masks = _pair(seeded(0, lambda: mask(feats, lengths)), "masked, masks")
         expect(masked.shape == feats.shape and masks.shape == feats.shape,
                f"masked {tuple(masked.shape)} and masks {tuple(masks.shape)}, expected both {tuple(feats.shape)}")
         expect(bool(((masks == 0) | (masks == 1)).all()), "masks hold values other than 0 and 1")
@@ -182,11 +209,14 @@ def decoder(s: Subject) -> None:
             expect(log_probs.shape[2] == classes, f"{log_probs.shape[2]} classes, the config says num_classes={classes}")
         if not squeeze:
             expect(log_probs.shape[3] == books, f"{log_probs.shape[3]} codebooks, the config says num_decoders={books}")
+        _float32(log_probs, "log-probs")
         same(log_probs.logsumexp(2), torch.zeros_like(log_probs.logsumexp(2)), "logsumexp over the classes (a log-softmax)", atol=1e-4)
+    _repeatable(s, lambda: dec(encoded))
     with s.check("autocast"):
         with bf16():
             cast = dec(encoded)
         finite(cast, "log-probs under bf16 autocast")
+        expect(cast.dtype in AUTOCAST_DTYPES, f"log-probs under bf16 autocast are {cast.dtype}, expected bfloat16, float16 or float32")
         expect(cast.shape == log_probs.shape, f"log-probs under bf16 autocast have shape {tuple(cast.shape)}")
     with s.check("backward"):
         trained = in_mode(s.build(), True)
@@ -230,6 +260,8 @@ def loss(s: Subject) -> None:
                f"aligned token_mask {tuple(token_mask.shape)} {token_mask.dtype}, expected (B, T'' <= 16) bool")
         expect(log_probs.dim() == 4 and tuple(log_probs.shape[:2]) == (BATCH, n) and tuple(tokens.shape[:2]) == (BATCH, n) and tokens.dim() == 3,
                f"aligned log_probs {tuple(log_probs.shape)} and tokens {tuple(tokens.shape)}, expected (B, T'', C, H) and (B, T'', H)")
+    with s.check("backward"):
+        expect(value.requires_grad, "the loss has no gradient: it is detached from log_probs (.detach(), .item(), torch.no_grad)")
     with s.check("masked tokens only"):
         grad = torch.autograd.grad(value, inputs["log_probs"])[0]
         per_token = grad.abs().flatten(2).sum(-1)  # (B, 16)
