@@ -17,7 +17,7 @@ from conftest import RECIPES, run_nestkit
 from nestkit.data import demo_manifests
 from nestkit.interop.nemo_archive import read_nemo_archive, write_nemo_archive
 from nestkit.pretrained import load_model, save_model
-from nestkit.recipe import interpolate
+from nestkit.recipe import interpolate, parse_yaml
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,213 @@ def test_convert_nemo_training_config(ref: dict, tmp_path: Path) -> None:
     assert recipe.train_ds is not None and recipe.train_ds.manifest_filepath is None and recipe.train_ds.noise_manifest is None
     assert recipe.data["model"]["optim"]["sched"]["warmup_ratio"] is None
     assert recipe.data["model"]["encoder"]["d_model"] == 64
+
+
+# A NeMo NEST training config in the shape of examples/asr/conf/ssl/nest/nest_fast-conformer.yaml
+# (written for this test, small sizes): `${...}` references as NeMo writes them (also inside a
+# string), `???` placeholders, and trainer/exp_manager keys whose values are mappings and lists.
+NEMO_TRAINING_YAML = """\
+name: "NEST-shape"
+model:
+  sample_rate: 16000
+  num_classes: 32
+  num_books: 1
+  code_dim: 8
+  squeeze_single: false
+  mask_position: pre_conv
+  train_ds:
+    manifest_filepath: ???
+    noise_manifest: ???
+    sample_rate: ${model.sample_rate}
+    batch_size: 4
+    shuffle: true
+    num_workers: 1
+    bucketing_strategy: "synced_randomized"
+    batch_augmentor:
+      _target_: nemo.collections.asr.modules.ssl_modules.MultiSpeakerNoiseAugmentation
+      prob: 0.3
+      noise_ratio: 0.2
+  validation_ds:
+    manifest_filepath: ???
+    noise_manifest: null
+    sample_rate: ${model.sample_rate}
+    batch_size: 4
+  preprocessor:
+    _target_: nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor
+    sample_rate: ${model.sample_rate}
+    features: 40
+    n_fft: 512
+  spec_augment:
+    _target_: nemo.collections.asr.modules.SpectrogramAugmentation
+    freq_masks: 0
+    time_masks: 0
+    freq_width: 27
+    time_width: 0.05
+  masking:
+    _target_: nemo.collections.asr.modules.RandomBlockMasking
+    block_size: 20
+    mask_prob: 0.02
+    feat_in: ${model.preprocessor.features}
+    freeze: true
+    allow_overlap: true
+  quantizer:
+    _target_: nemo.collections.asr.modules.RandomProjectionVectorQuantizer
+    feat_in: ${model.preprocessor.features}
+    code_dim: ${model.code_dim}
+    num_books: ${model.num_books}
+    num_classes: ${model.num_classes}
+    dist_fn: "l2"
+    freeze: true
+    squeeze_single: ${model.squeeze_single}
+    combine_time_steps: ${model.encoder.subsampling_factor}
+  encoder:
+    _target_: nemo.collections.asr.modules.ConformerEncoder
+    feat_in: ${model.preprocessor.features}
+    n_layers: 2
+    d_model: 48
+    n_heads: 2
+    subsampling_factor: 8
+    subsampling_conv_channels: 16
+    att_context_size: [-1, -1]
+    conv_kernel_size: 9
+  decoder:
+    _target_: nemo.collections.asr.modules.MultiSoftmaxDecoder
+    feat_in: ${model.encoder.d_model}
+    num_classes: ${model.num_classes}
+    num_decoders: ${model.num_books}
+    squeeze_single: ${model.squeeze_single}
+  loss:
+    _target_: nemo.collections.asr.losses.MultiMLMLoss
+    combine_time_steps: ${model.encoder.subsampling_factor}
+    mask_threshold: 0.8
+    num_decoders: ${model.num_books}
+    squeeze_single: ${model.squeeze_single}
+  optim:
+    name: adamw
+    lr: 2.0
+    betas: [0.9, 0.98]
+    weight_decay: 1e-3
+    sched:
+      name: NoamAnnealing
+      d_model: ${model.encoder.d_model}
+      warmup_steps: 100
+      warmup_ratio: null
+      min_lr: 1e-6
+trainer:
+  devices: [0, 1]
+  num_nodes: 1
+  max_epochs: -1
+  max_steps: 500
+  accelerator: gpu
+  strategy: ddp_find_unused_parameters_true
+  precision: bf16-mixed
+  callbacks: []
+  plugins: null
+  enable_checkpointing: False
+  logger: false
+exp_manager:
+  exp_dir: null
+  name: ${name}
+  create_tensorboard_logger: true
+  create_checkpoint_callback: true
+  checkpoint_callback_params:
+    filename: '${name}--{${exp_manager.checkpoint_callback_params.monitor}:.3f}-{step}'
+    monitor: "val_loss"
+    mode: "min"
+    save_top_k: 3
+    every_n_train_steps: 200
+    always_save_nemo: true
+  resume_if_exists: true
+  resume_ignore_no_checkpoint: true
+  create_wandb_logger: false
+  wandb_logger_kwargs:
+    name: null
+    project: ssl
+    tags: [nest, small]
+  ema:
+    enable: false
+"""
+
+
+def test_convert_nemo_training_config_with_nested_trainer_and_exp_manager(tmp_path: Path) -> None:
+    """NeMo's own config shape (mappings and lists inside trainer/exp_manager) converts: each
+    nested key nestkit lacks is one note named in full, the checkpoint keys nestkit has are kept,
+    NeMo's references stay references, and the recipe validates."""
+    source = tmp_path / "nest_fast-conformer.yaml"
+    source.write_text(NEMO_TRAINING_YAML)
+    out = tmp_path / "nest.yaml"
+    result = run_nestkit("convert-nemo-config", str(source), str(out))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    notes = notes_of(result.stdout)
+    for note in (
+        "exp_manager.wandb_logger_kwargs.name has no nestkit equivalent; dropped (was None)",
+        "exp_manager.wandb_logger_kwargs.project has no nestkit equivalent; dropped (was 'ssl')",
+        "exp_manager.wandb_logger_kwargs.tags has no nestkit equivalent; dropped (was ['nest', 'small'])",
+        "exp_manager.ema.enable has no nestkit equivalent; dropped (was False)",
+        "exp_manager.checkpoint_callback_params.always_save_nemo has no nestkit equivalent; dropped (was True)",
+        "exp_manager.checkpoint_callback_params.filename has no nestkit equivalent; dropped (was 'NEST-shape--{val_loss:.3f}-{step}')",
+        "trainer.callbacks has no nestkit equivalent; dropped (was [])",
+        "trainer.plugins has no nestkit equivalent; dropped (was None)",
+        "trainer.max_epochs: NeMo's -1 written as None (no limit)",
+    ):
+        assert note in notes, (note, notes)
+    assert any(n.startswith("trainer.devices: NeMo's [0, 1] (those GPUs) written as 2") for n in notes), notes
+    assert not any(n.startswith("exp_manager.checkpoint_callback_params.") and "save_top_k" in n for n in notes)
+    text = out.read_text()
+    assert "# note: exp_manager.wandb_logger_kwargs.tags has no nestkit equivalent" in text
+    written = yaml.safe_load(text)
+    assert written["model"]["decoder"]["feat_in"] == "${model.encoder.d_model}"
+    assert written["exp_manager"]["name"] == "${name}"
+    assert_every_change_noted(interpolate(parse_yaml(NEMO_TRAINING_YAML)), interpolate(written), notes)  # 1e-3: a float, as NeMo reads it
+    recipe = nestkit.load_recipe(out)
+    assert recipe.trainer.devices == 2 and recipe.trainer.max_epochs is None and recipe.trainer.precision == "bf16-mixed"
+    assert recipe.trainer.max_steps == 500 and recipe.exp_manager.name == "NEST-shape"
+    ckpt = recipe.exp_manager.checkpoint_callback_params
+    assert (ckpt.monitor, ckpt.mode, ckpt.save_top_k, ckpt.every_n_train_steps) == ("val_loss", "min", 3, 200)
+    assert recipe.train_ds is not None and recipe.train_ds.manifest_filepath is None
+    checked = run_nestkit("validate", str(out), "-q")
+    assert checked.returncode == 0, checked.stderr
+    # the decoder and scheduler follow an encoder override, as in NeMo (references kept)
+    resized = run_nestkit("validate", str(out), "-q", "--no-params", "model.encoder.d_model=32")
+    assert resized.returncode == 0, resized.stderr
+
+
+def test_convert_nemo_config_refuses_a_value_nestkit_cannot_run_in_one_line(tmp_path: Path) -> None:
+    """A kept key whose NeMo value nestkit cannot honour is an error naming the NeMo file and the
+    key, not a silently different run."""
+    source = tmp_path / "nemo.yaml"
+    source.write_text(NEMO_TRAINING_YAML.replace('monitor: "val_loss"', 'monitor: "val_wer"'))
+    result = run_nestkit("convert-nemo-config", str(source), str(tmp_path / "nest.yaml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == (f"error: {source}: exp_manager.checkpoint_callback_params.monitor: "
+                                     "expected 'val_loss', got 'val_wer'")
+    assert not (tmp_path / "nest.yaml").exists()
+
+
+def test_convert_nemo_config_creates_folders_and_reports_unwritable_output(tmp_path: Path) -> None:
+    source = tmp_path / "nemo.yaml"
+    source.write_text(NEMO_TRAINING_YAML)
+    nested = tmp_path / "recipes" / "sub" / "my_nest.yaml"
+    result = run_nestkit("convert-nemo-config", str(source), str(nested))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == f"wrote {nested}"
+    assert nestkit.load_recipe(nested).exp_manager.name == "NEST-shape"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    (tmp_path / "a_folder").mkdir()
+    for out, words in (
+        (blocker / "my_nest.yaml", "is a file, not a folder"),
+        (blocker / "deeper" / "my_nest.yaml", "cannot create its folder"),
+        (tmp_path / "a_folder", "Is a directory"),
+        (source, "is the NeMo config being converted"),
+    ):
+        failed = run_nestkit("convert-nemo-config", str(source), str(out))
+        assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+        assert failed.stderr.strip().splitlines() == [failed.stderr.strip()] and str(out) in failed.stderr, failed.stderr
+        assert words in failed.stderr and "wrote" not in failed.stdout, failed.stderr
+    assert source.read_text() == NEMO_TRAINING_YAML  # the input is never written
+    assert blocker.read_text() == "x" and not list((tmp_path / "a_folder").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder", "nemo.yaml", "recipes"]
 
 
 @pytest.fixture(scope="module")

@@ -64,16 +64,17 @@ def convert_nemo_config(
     nemo_yaml: Path = typer.Argument(..., help="NeMo training config (e.g. nest_fast-conformer.yaml)."),
     out: Path = typer.Argument(..., help="nestkit recipe to write."),
 ) -> None:
-    """Translate a NeMo training config into a nestkit recipe and report what has no equivalent.
+    """Translate a NeMo training config into a nestkit recipe and report what has no equivalent
+    (missing folders of OUT are created).
 
     Example:
 
         nestkit convert-nemo-config nest_fast-conformer.yaml recipes/my_nest.yaml
     """
-    from nestkit.interop.nemo_config import convert_training_config
+    from nestkit.interop.nemo_config import convert_training_config, write_recipe
 
     recipe_text, report = convert_training_config(nemo_yaml)
-    out.write_text(recipe_text)
+    write_recipe(out, recipe_text, source=nemo_yaml)
     for line in report:
         typer.echo(f"note: {line}")
     typer.echo(f"wrote {out}")

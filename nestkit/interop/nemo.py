@@ -160,7 +160,7 @@ _UNSET_MEANS = {
 }
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -186,7 +186,7 @@ def _dataset(section: Mapping[str, Any], split: str, notes: list[str]) -> dict[s
         if key not in DatasetConfig.model_fields:
             default = NEMO_DATASET_DEFAULTS[split].get(key, value)
             back = f"; export-nemo writes NeMo's {default!r} back" if key in NEMO_DATASET_DEFAULTS[split] else ""
-            notes.append(f"{where} has no nestkit equivalent; dropped (was {_shown(value)}){back}")
+            notes.append(f"{where} has no nestkit equivalent; dropped (was {shown(value)}){back}")
         elif value == "???":
             notes.append(f"{where} is ??? (unset) in NeMo; written as null: {_UNSET_MEANS.get(key, 'set it before training')}")
             out[key] = None
@@ -247,7 +247,7 @@ def recipe_from_nemo_config(cfg: Mapping[str, Any] | str, notes: list[str] | Non
     handled = {*_MODEL_KEYS, *_COMPONENT_KEYS, *_DATASET_KEYS, "spec_augment", "optim"}
     for key, value in model_in.items():
         if key not in handled:
-            notes.append(f"model.{key} has no nestkit equivalent; dropped (was {_shown(value)})")
+            notes.append(f"model.{key} has no nestkit equivalent; dropped (was {shown(value)})")
     return {"name": full.get("name", "nest"), "model": model}
 
 
