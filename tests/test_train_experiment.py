@@ -49,7 +49,10 @@ def test_a_finished_run_says_so_and_how_to_continue(finished_run: tuple[Path, Pa
     before = _snapshot(folder)
     result = run_nestkit("train", str(recipe), "model.optim.lr=0.05", env=FAST)
     assert result.returncode == 0, result.stderr
-    assert "is finished: step 4 of trainer.max_steps=4" in result.stdout and "trainer.max_steps=N" in result.stdout
+    assert "is finished: step 4 of trainer.max_steps=4" in result.stdout and "trainer.max_steps=N (N > 4)" in result.stdout
+    fewer = run_nestkit("train", str(recipe), "model.optim.lr=0.05", "trainer.max_steps=2", env=FAST)
+    assert fewer.returncode == 0, fewer.stderr
+    assert "step 4 of trainer.max_steps=2; to train it further, run again with trainer.max_steps=N (N > 4)" in fewer.stdout
     assert _snapshot(folder) == before
 
 

@@ -143,7 +143,7 @@ def compare_with_reference(path: Path, validations: dict[int, dict[str, float]])
 
 def finished_line(folder: Path, step: int, max_steps: int) -> str:
     return (f"{folder} is finished: step {step} of trainer.max_steps={max_steps}; "
-            f"to train it further, run again with trainer.max_steps=N (N > {max_steps})")
+            f"to train it further, run again with trainer.max_steps=N (N > {step})")
 
 
 def conclude(result: TrainResult, recipe: Recipe, skipped: SkipReport, experiment: Any, say: Any) -> None:
