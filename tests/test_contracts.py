@@ -200,7 +200,8 @@ def test_validate_refuses_compile_and_checkpointing_for_a_plugin_encoder_without
     blocks = run_nestkit("validate", "recipes/nest_demo.yaml", toy, "trainer.activation_checkpointing=-1", "trainer.compile=true", "-q", env=env)
     assert blocks.returncode == 2, blocks.stderr
     assert blocks.stderr.splitlines() == [
-        "error: trainer.activation_checkpointing: encoder toy_strided has no blocks: activation checkpointing needs it "
-        "(set it to 0; see nestkit.BlockEncoder)",
-        "error: trainer.compile: encoder toy_strided has no blocks: compiling needs it (set it to false; see nestkit.BlockEncoder)",
+        "error: recipes/nest_demo.yaml: trainer.activation_checkpointing: encoder toy_strided has no blocks: "
+        "activation checkpointing needs it (set it to 0; see nestkit.BlockEncoder)",
+        "error: recipes/nest_demo.yaml: trainer.compile: encoder toy_strided has no blocks: compiling needs it "
+        "(set it to false; see nestkit.BlockEncoder)",
     ]

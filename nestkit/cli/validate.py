@@ -48,6 +48,6 @@ def validate(
         from nestkit.train.setup import check_block_options, encoder_name
 
         check_block_options(model, compile=resolved.trainer.compile, activation_checkpointing=resolved.trainer.activation_checkpointing,
-                            encoder=encoder_name(resolved))
+                            encoder=encoder_name(resolved), source=resolved.source)
         console.print(parameter_table(model))
     console.print(f"[green]ok[/green] {recipe}")

@@ -70,7 +70,7 @@ class Trainer:
         self.parts = build_parts(self.recipe, device=info.device, model=self._model, distributed=info.distributed,
                                  scheduler_steps=cfg.max_steps if cfg.max_steps > 0 else None, sync_batchnorm=cfg.sync_batchnorm)
         configure_blocks(self.parts, compile=cfg.compile, activation_checkpointing=cfg.activation_checkpointing,
-                         encoder=encoder_name(self.recipe))
+                         encoder=encoder_name(self.recipe), source=self.recipe.source)
         wrap_distributed(self.parts, find_unused_parameters=cfg.strategy == "ddp_find_unused_parameters_true")
         self.train_cfg, self.train_loader, self.val_loader = build_loaders(
             self.recipe, self._loader_factory, seed=cfg.seed, rank=info.rank, world_size=info.world_size, say=self._say)

@@ -77,11 +77,11 @@ def encoder_name(recipe: Any) -> str:
 
 def check_block_options(
     model: nn.Module, *, compile: bool | None, activation_checkpointing: int, names: Mapping[str, str] = RECIPE_KEYS,
-    encoder: str = "",
+    encoder: str = "", source: str = "",
 ) -> None:
     """One line per option that needs encoder blocks (:class:`nestkit.contracts.BlockEncoder`)
-    the model's encoder (registry name ``encoder``) does not have; ``nestkit validate`` checks
-    this on the model it builds."""
+    the model's encoder (registry name ``encoder``) does not have, naming the recipe file
+    ``source``; ``nestkit validate`` checks this on the model it builds."""
     if encoder_blocks(model):
         return
     owner, part = ("encoder", model.encoder) if isinstance(model, EncoderModel) else ("model", model)
@@ -91,18 +91,19 @@ def check_block_options(
                 for option, value, needs, off in asked if value]
     found = [p for p in problems if p is not None]
     if found:
-        raise combined(found)
+        raise combined(found).at(source) if source else combined(found)
 
 
 def configure_blocks(
     parts: TrainingParts, *, compile: bool | None, activation_checkpointing: int, names: Mapping[str, str] = RECIPE_KEYS,
-    encoder: str = "",
+    encoder: str = "", source: str = "",
 ) -> None:
     """Checkpoint and/or compile the encoder blocks in place (parameter names do not change).
 
     ``compile=None`` compiles on CUDA only, and a compiler failure then falls back to eager."""
     model = parts.model
-    check_block_options(model, compile=compile, activation_checkpointing=activation_checkpointing, names=names, encoder=encoder)
+    check_block_options(model, compile=compile, activation_checkpointing=activation_checkpointing, names=names, encoder=encoder,
+                        source=source)
     if activation_checkpointing:
         parts.checkpointed_layers = checkpoint_encoder_layers(model, activation_checkpointing)
     if compile or (compile is None and parts.device.type == "cuda"):
