@@ -88,3 +88,45 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
 def test_demo_model_builds_small() -> None:
     model = nestkit.build_model(ROOT / "recipes/nest_demo.yaml")
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
+class _Broken(torch.nn.Module):
+    """Wraps a real part and breaks its promise the way plugin authors have: ``how`` says which."""
+
+    def __init__(self, real: torch.nn.Module, how: str) -> None:
+        super().__init__()
+        self.real, self.how = real, how
+
+    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        out = self.real(*args, **kwargs)
+        if self.how == "time_first":
+            return out[0].transpose(1, 2), out[1]
+        if self.how == "one_tensor":
+            return out[0]
+        if self.how == "float64":
+            return out[0].double(), out[1]
+        if self.how == "float_lengths":
+            return out[0], out[1].float()
+        if self.how == "detached":
+            return out.detach()
+        return out.reshape(1).expand(3)  # "per_utterance"
+
+
+@pytest.mark.parametrize(("part", "how", "message"), [
+    ("encoder", "time_first", "model.encoder (nestkit:fast_conformer): returned encoded (3, 14, 32), expected (B=3, 32, T') channels first"),
+    ("encoder", "one_tensor", "model.encoder (nestkit:fast_conformer): returned a tensor (3, 32, 14), expected a pair (encoded"),
+    ("encoder", "float64", "model.encoder (nestkit:fast_conformer): returned encoded as torch.float64, expected float32"),
+    ("encoder", "float_lengths", "model.encoder (nestkit:fast_conformer): returned lengths (3,) torch.float32, expected (3,) integers"),
+    ("loss", "detached", "model.loss (nestkit:multi_mlm): returned a loss without gradient"),
+    ("loss", "per_utterance", "model.loss (nestkit:multi_mlm): returned a tensor (3,), expected a scalar floating-point loss"),
+])
+def test_a_component_breaking_its_contract_is_one_line_naming_it(part: str, how: str, message: str) -> None:
+    """Not a matmul or unpacking error three calls later (what a plugin author met before)."""
+    from nestkit.plugin_errors import ComponentError
+
+    model = nestkit.build("model", nest_section()).train()
+    setattr(model, part, _Broken(getattr(model, part), how))
+    audio, lengths = audio_batch()
+    with pytest.raises(ComponentError) as caught:
+        model(audio, lengths)
+    assert str(caught.value).startswith(message) and caught.value.exit_code == 1, str(caught.value)

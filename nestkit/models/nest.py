@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from nestkit.contracts import SUBSAMPLING, require
 from nestkit.errors import RecipeError
+from nestkit.models.boundary import checked, encoding_problem, loss_problem
 from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
 from nestkit.components.conformer import FastConformerConfig
@@ -164,6 +165,8 @@ class NestModel(nn.Module):
         loss: nn.Module,
         mask_position: str = "pre_conv",
         spec_augment: Any = None,
+        names: Mapping[str, str] | None = None,
+        encoded_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.preprocessor = preprocessor
@@ -174,6 +177,8 @@ class NestModel(nn.Module):
         self.loss = loss
         self.mask_position = mask_position
         self.spec_augment = spec_augment  # a callable (feats, lengths) -> feats, or None
+        self.names = dict(names or {})  # kind -> the component's registry name, for errors
+        self.encoded_channels = encoded_channels  # what the decoder takes (None: unknown)
 
     def forward(
         self,
@@ -194,7 +199,7 @@ class NestModel(nn.Module):
         if self.mask_position == "pre_conv":
             tokens = self.quantizer(feats)
             masked, masks = self._mask(noisy, noisy_len, apply_mask)
-            encoded, encoded_len = self.encoder(masked, noisy_len)
+            encoded, encoded_len = self._encoded(self.encoder(masked, noisy_len), noisy.shape[0])
             frames = noisy_len
         else:
             with torch.no_grad():
@@ -203,15 +208,21 @@ class NestModel(nn.Module):
             # As in NeMo, the masked path is detached: the subsampling is not trained by this loss.
             sub, frames = self.encoder.subsample(noisy, noisy_len)
             masked, masks = self._mask(sub.detach().transpose(1, 2), frames, apply_mask)
-            encoded, encoded_len = self.encoder.encode(masked.transpose(1, 2), frames)
+            encoded, encoded_len = self._encoded(self.encoder.encode(masked.transpose(1, 2), frames), noisy.shape[0])
         log_probs = self.decoder(encoded)
         loss = self.loss(masks=masks, log_probs=log_probs, tokens=tokens, encoded_len=encoded_len)
+        checked(loss_problem(loss, self.training), "model.loss", self.names.get("loss", "loss"))
         token_mask, scored_log_probs, scored_tokens = self.loss.aligned(masks, log_probs.detach(), tokens)
         accuracy = masked_accuracy(token_mask, scored_log_probs, scored_tokens)
         masked_fraction = masks[:, 0, :].detach().float().sum() / frames.sum().clamp_min(1)
         token_valid = torch.arange(token_mask.shape[1], device=encoded_len.device) < encoded_len[:, None]
         return NestOutput(loss, log_probs, encoded, encoded_len, masks, tokens, accuracy, masked_fraction,
                           token_mask, token_valid)
+
+    def _encoded(self, out: Any, batch: int) -> tuple[Tensor, Tensor]:
+        """The encoder's (encoded, lengths), or one line naming it when they break its contract."""
+        checked(encoding_problem(out, batch, self.encoded_channels), "model.encoder", self.names.get("encoder", "encoder"))
+        return out[0], out[1]
 
     def _mask(self, feats: Tensor, lengths: Tensor, apply_mask: bool) -> tuple[Tensor, Tensor]:
         if apply_mask:
@@ -267,7 +278,10 @@ def build_nest(cfg: NestConfig, *, registry: Registry) -> NestModel:
     augment = None
     if cfg.spec_augment is not None:
         augment = registry.build("feature_augmentor", cfg.spec_augment, key="spec_augment")
-    return NestModel(**built, mask_position=cfg.mask_position, spec_augment=augment)
+    names = {kind: registry.get(kind, str(section["name"])).qualified_name for kind, section in sections.items()}
+    channels = _value(cfg.decoder, "decoder", "feat_in", registry)
+    return NestModel(**built, mask_position=cfg.mask_position, spec_augment=augment, names=names,
+                     encoded_channels=channels if isinstance(channels, int) else None)
 
 
 def components() -> list[Component]:
