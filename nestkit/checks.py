@@ -1,7 +1,7 @@
 """Recipe checks that look at the training data too: warnings, not errors (the recipe is valid).
 
-``nestkit validate`` prints each as one ``warning:`` line. Today: a mask block longer than the
-shortest utterance the recipe trains on. With ``allow_overlap: true`` (NEST's setting) a block
+``nestkit validate`` prints each as one ``warning:`` line: a manifest that does not exist here,
+and a mask block longer than the shortest utterance the recipe trains on. With ``allow_overlap: true`` (NEST's setting) a block
 starts only where it fits whole, so an utterance shorter than one block is never masked and
 teaches nothing; without overlap the block shrinks to fit and every utterance is masked.
 """
@@ -78,6 +78,22 @@ def unmaskable_utterances(recipe: Recipe) -> str | None:
     return line + "; lower the block or raise min_duration"
 
 
+def missing_data_files(recipe: Recipe) -> list[str]:
+    """A line per manifest or noise manifest the recipe names that does not exist here (a recipe
+    may be validated on one machine for another, so this warns; training stops on it)."""
+    from nestkit.data.manifest import split_paths
+
+    lines = []
+    for split, ds in (("train_ds", recipe.train_ds), ("validation_ds", recipe.validation_ds)):
+        if ds is None:
+            continue
+        for key, value in (("manifest_filepath", ds.manifest_filepath), ("noise_manifest", ds.noise_manifest)):
+            missing = [str(path) for path in split_paths(value) if not path.exists()] if value else []
+            if missing:
+                lines.append(f"model.{split}.{key}: no such file here: {', '.join(missing)}")
+    return lines
+
+
 def recipe_warnings(recipe: Recipe) -> list[str]:
     """Every warning for ``recipe``, one line each."""
-    return [line for line in (unmaskable_utterances(recipe),) if line]
+    return [*missing_data_files(recipe), *(line for line in (unmaskable_utterances(recipe),) if line)]

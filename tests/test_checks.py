@@ -1,5 +1,6 @@
 """`nestkit validate` warns when a mask block is longer than the shortest utterance it trains on
-(with overlap, such an utterance is never masked), naming both keys and the share of audio."""
+(with overlap, such an utterance is never masked), naming both keys and the share of audio, and
+when a manifest it names does not exist here."""
 
 from __future__ import annotations
 
@@ -48,10 +49,20 @@ def test_no_warning_when_every_allowed_utterance_holds_a_block(manifest: Path) -
     assert shipped.returncode == 0 and shipped.stderr.strip() == ""
 
 
-def test_unreadable_manifest_still_warns_without_a_share(tmp_path: Path) -> None:
-    code, lines = _validate("model.train_ds.min_duration=1.0", f"model.train_ds.manifest_filepath={tmp_path / 'none.json'}")
-    assert code == 0 and len(lines) == 1
-    assert "model.train_ds.min_duration (1 s): utterances under 5.00 s are never masked; lower" in lines[0]
+def test_a_missing_manifest_warns_and_the_block_check_still_runs_without_a_share(tmp_path: Path) -> None:
+    """validate may run on another machine than training: a missing file is a warning there, naming
+    the key; training on it stops with one line naming the section."""
+    missing = tmp_path / "none.json"
+    code, lines = _validate("model.train_ds.min_duration=1.0", f"model.train_ds.manifest_filepath={missing}",
+                            f"model.validation_ds.noise_manifest={missing},{RECIPES / 'nest_demo.yaml'}")
+    assert code == 0 and len(lines) == 3, lines
+    assert lines[0] == f"warning: {RECIPES / 'nest_demo.yaml'}: model.train_ds.manifest_filepath: no such file here: {missing}"
+    assert lines[1] == f"warning: {RECIPES / 'nest_demo.yaml'}: model.validation_ds.noise_manifest: no such file here: {missing}"
+    assert "model.train_ds.min_duration (1 s): utterances under 5.00 s are never masked; lower" in lines[2]
+    train = run_nestkit("train", str(RECIPES / "nest_demo.yaml"), f"model.validation_ds.manifest_filepath={missing}",
+                        f"exp_manager.exp_dir={tmp_path / 'exp'}", "trainer.max_steps=1")
+    assert train.returncode == 2 and train.stderr.splitlines()[-1] == f"error: model.validation_ds: {missing}: no such manifest file"
+    assert not (tmp_path / "exp").exists()
 
 
 def test_rules_of_the_check(manifest: Path) -> None:

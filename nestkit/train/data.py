@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nestkit.data.config import DatasetConfig
+from nestkit.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ def build_loaders(recipe: Any, factory: Any, *, seed: int, rank: int, world_size
         from nestkit.data import build_dataloader as factory
     common = {"sample_rate": recipe.sample_rate, "seed": seed, "rank": rank, "world_size": world_size,
               "registry": recipe.registry}
-    train = factory(sets.train, train=True, epoch=0, **common)
-    val = factory(sets.validation, train=False, epoch=0, **common) if sets.validation is not None else None
+    train = _loader(factory, "model.train_ds", sets.train, train=True, epoch=0, **common)
+    val = _loader(factory, "model.validation_ds", sets.validation, train=False, epoch=0, **common) if sets.validation else None
     return sets.train, train, val
+
+
+def _loader(factory: Any, key: str, cfg: DatasetConfig, **kwargs: Any) -> Any:
+    """``factory(cfg, **kwargs)``; a data error names the recipe section it comes from."""
+    try:
+        return factory(cfg, **kwargs)
+    except DataError as err:
+        raise DataError(f"{key}: {err}") from err
