@@ -72,7 +72,7 @@ def export_encoder(
     Load it in Python with one call:  encoder, preprocessor = nestkit.load_encoder("encoder.pt")
     preprocessor(audio, audio_len) gives (B, D, T) features, encoder(feats, feats_len) gives
     (B, d_model, T'). The file is also plain torch.load(path, weights_only=True):
-    {"encoder_config", "encoder_state_dict", "preprocessor_config", "preprocessor_state_dict", "recipe", "step"}.
+    {"format", "encoder_config", "encoder_state_dict", "preprocessor_config", "preprocessor_state_dict", "recipe", "step"}.
 
     Examples:
 
