@@ -15,21 +15,27 @@ class NestkitError(Exception):
 class RecipeError(NestkitError):
     """A recipe problem at a dotted key (``model.encoder.n_heads``) of a file."""
 
-    def __init__(self, message: str, key: str = "", file: str = "") -> None:
-        self.message, self.key, self.file = message, key, file
+    def __init__(self, message: str, key: str = "", file: str = "", field: str = "") -> None:
+        # field: the unknown key below ``key`` that the message names (tells which file wrote it)
+        self.message, self.key, self.file, self.field = message, key, file, field
         super().__init__(str(self))
 
     def __str__(self) -> str:
         where = ": ".join(part for part in (self.file, self.key) if part)
         return f"{where}: {self.message}" if where else self.message
 
+    @property
+    def full_key(self) -> str:
+        """The key the error is about, the unknown field included."""
+        return ".".join(p for p in (self.key, self.field) if p)
+
     def at(self, file: str) -> RecipeError:
         """The same error, attributed to a recipe file."""
-        return RecipeError(self.message, self.key, self.file or file)
+        return RecipeError(self.message, self.key, self.file or file, self.field)
 
     def under(self, prefix: str) -> RecipeError:
         """The same error, its key read inside the section at ``prefix``."""
-        return RecipeError(self.message, ".".join(p for p in (prefix, self.key) if p), self.file)
+        return RecipeError(self.message, ".".join(p for p in (prefix, self.key) if p), self.file, self.field)
 
 
 class RecipeErrors(RecipeError):

@@ -45,8 +45,8 @@ def _is_union_branch(part: Any) -> bool:
     return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_TAGS)
 
 
-def _error_line(err: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[str, str]:
-    """(dotted key, message) for one pydantic error."""
+def _error_line(err: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[str, str] | tuple[str, str, str]:
+    """(dotted key, message[, unknown field]) for one pydantic error."""
     loc = [str(p) for p in err.get("loc", ()) if not _is_union_branch(p)]
     etype = err.get("type", "")
     value = err.get("input")
@@ -55,7 +55,7 @@ def _error_line(err: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[
         known: list[str] = []
         if model is not None and len(loc) == 1:
             known = list(model.model_fields)
-        return ".".join(loc[:-1]), f"unknown field '{unknown}'{did_you_mean(unknown, known)}"
+        return ".".join(loc[:-1]), f"unknown field '{unknown}'{did_you_mean(unknown, known)}", unknown
     if etype == "missing":
         return ".".join(loc), "required field is missing"
     if etype in _EXPECTED:
@@ -122,7 +122,7 @@ def one_line_errors(
     """Each of pydantic's errors as a one-line :class:`RecipeError` at ``prefix.key``; the errors of
     one value against each member of a union (``devices: -1`` is neither a number >= 1 nor
     'auto') are one line."""
-    lines: list[tuple[str, str]] = []
+    lines: list[tuple[str, ...]] = []
     unions: dict[tuple[Any, ...], list[Any]] = {}
     for err in errors:
         loc = tuple(err.get("loc", ()))
@@ -132,4 +132,5 @@ def one_line_errors(
         else:
             unions.setdefault(loc[:depth], []).append(err)
     lines += [(".".join(str(p) for p in where), _union_line(errs, len(where))) for where, errs in unions.items()]
-    return [RecipeError(message, key=".".join(p for p in (prefix, key) if p)) for key, message in dict.fromkeys(lines)]
+    return [RecipeError(message, key=".".join(p for p in (prefix, key) if p), field=field[0] if field else "")
+            for key, message, *field in dict.fromkeys(lines)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,10 @@ from pydantic import BaseModel
 
 from nestkit.data.config import DatasetConfig
 from nestkit.errors import RecipeError, combined, did_you_mean
-from nestkit.recipe_yaml import parse_yaml, read_yaml
+from nestkit.overrides import apply_overrides
+from nestkit.recipe_yaml import read_yaml
 from nestkit.registry import Component, ComponentConfig, Registry, validate_fields
-from nestkit.sections import DEFAULT_MODEL, MODEL_DATA_KEYS, field_default, section_at, switch_component
+from nestkit.sections import DEFAULT_MODEL, MODEL_DATA_KEYS, field_default
 from nestkit.train.config import ExpManagerConfig, TrainerConfig, folder_name_problem
 
 TOP_LEVEL_KEYS = ("name", "model", "trainer", "exp_manager")
@@ -51,15 +52,18 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
-def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_raw(path: Path, _chain: tuple[Path, ...] = (), written: list[tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
     """The recipe mapping with ``extends:`` resolved (paths relative to the extending file;
-    ``nestkit:NAME``, as the recipe itself or as its parent, is a recipe bundled with nestkit)."""
+    ``nestkit:NAME``, as the recipe itself or as its parent, is a recipe bundled with nestkit).
+    ``written`` receives each file of the chain with what it writes itself, the recipe first."""
     path = recipe_file(path)
     path = path.resolve() if path.exists() else path
     if path in _chain:
         raise RecipeError("recipe extends itself (cycle: " + " -> ".join(map(str, _chain + (path,))) + ")", file=str(path))
     data = read_yaml(path)
     parent = data.pop("extends", None)
+    if written is not None:
+        written.append((str(path), data))
     if parent is None:
         return data
     if not isinstance(parent, str):
@@ -67,7 +71,7 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if parent.startswith(BUNDLED):  # nestkit:nest_demo.yaml: a recipe bundled with nestkit, from any folder
         if bundled_recipe(parent[len(BUNDLED):]) is None:
             raise RecipeError(_no_bundled(parent), key="extends", file=str(path))
-        return deep_merge(load_raw(Path(parent), _chain + (path,)), data)
+        return deep_merge(load_raw(Path(parent), _chain + (path,), written), data)
     parent_path = Path(parent)
     if not parent_path.is_absolute():
         parent_path = path.parent / parent_path
@@ -76,7 +80,7 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         if bundled is None:
             raise RecipeError(f"no such recipe '{parent}'", key="extends", file=str(path))
         parent_path = bundled
-    return deep_merge(load_raw(parent_path, _chain + (path,)), data)
+    return deep_merge(load_raw(parent_path, _chain + (path,), written), data)
 
 
 BUNDLED = "nestkit:"  # extends: nestkit:NAME names a recipe of bundled_recipe()
@@ -106,65 +110,6 @@ def _no_bundled(source: str) -> str:
     """The error for ``nestkit:NAME`` naming no bundled recipe, with the names there are."""
     names = sorted(str(p.relative_to(BUNDLED_RECIPES)) for p in BUNDLED_RECIPES.rglob("*.yaml"))
     return f"nestkit has no bundled recipe '{source[len(BUNDLED):]}' (bundled: {', '.join(names)})"
-
-
-# ---------------------------------------------------------------------------- overrides
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a", "b", "c"], YAML-typed value)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise RecipeError(f"override '{text}' must look like dotted.key=value")
-    try:
-        value = parse_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise RecipeError(f"override '{text}': value is not valid YAML") from None
-    return key.split("."), value
-
-
-def apply_overrides(
-    data: dict[str, Any], overrides: Iterable[str], registry: Registry | None = None, notes: list[str] | None = None
-) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides. A missing parent that looks like a typo of an existing
-    key is an error with a suggestion; other missing parents and new leaves are created and
-    checked by validation (so an unknown field still fails, with a suggestion). Every bad
-    override is reported, together. With ``registry``, ``section.name=other`` switches a component
-    section to another component: the keys it does not accept are dropped, with one line in
-    ``notes`` naming them."""
-    data = copy.deepcopy(data)
-    problems: list[RecipeError] = []
-    for text in overrides:
-        try:
-            _apply_override(data, text, registry, notes if notes is not None else [])
-        except RecipeError as err:
-            problems.append(err)
-    if problems:
-        raise combined(problems)
-    return data
-
-
-def _apply_override(data: dict[str, Any], text: str, registry: Registry | None, notes: list[str]) -> None:
-    parts, value = parse_override(text)
-    node: Any = data
-    for depth, part in enumerate(parts[:-1]):
-        if isinstance(node, dict) and part not in node and not did_you_mean(part, list(node)):
-            node[part] = {}  # a section the file leaves at its defaults; validation checks the name
-        if not isinstance(node, dict) or part not in node:
-            where = ".".join(parts[:depth]) or "the recipe"
-            choices = list(node) if isinstance(node, dict) else []
-            raise RecipeError(f"override '{text}': {where} has no key '{part}'{did_you_mean(part, choices)}")
-        node = node[part]
-    if not isinstance(node, dict):
-        raise RecipeError(f"override '{text}': {'.'.join(parts[:-1])} is not a mapping")
-    old = node.get(parts[-1])
-    if parts[-1] == "name" and registry is not None and isinstance(old, str) and isinstance(value, str) and value != old:
-        section = section_at(data, parts[:-1], registry)
-        dropped = switch_component(node, section.kind, value, registry) if section and section.kind else []
-        if dropped:
-            notes.append(f"{text}: dropped {', '.join(dropped)} (not fields of {value})")
-    node[parts[-1]] = value
 
 
 # ---------------------------------------------------------------------------- interpolation
@@ -294,9 +239,12 @@ def _names_the_run(exp_manager: Any) -> bool:
     return isinstance(exp_manager, Mapping) and exp_manager.get("name") is not None
 
 
-def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Recipe:
+def validate(
+    data: dict[str, Any], registry: Registry, source: str = "", origin: Callable[[RecipeError], str] | None = None
+) -> Recipe:
     """Validate a resolved recipe mapping against nestkit's sections and the registry; every
-    problem of every section is reported at once."""
+    problem of every section is reported at once, each naming ``origin(problem)`` (the file that
+    wrote its key), else ``source``."""
     problems: list[RecipeError] = []
     for key in data:
         if key not in TOP_LEVEL_KEYS:
@@ -322,7 +270,7 @@ def validate(data: dict[str, Any], registry: Registry, source: str = "") -> Reci
     trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry, problems)
     exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry, problems)
     if problems:
-        raise combined([p.at(source) for p in problems])
+        raise combined([p.at((origin(p) if origin else "") or source) for p in problems])
     assert checked_model is not None
     return Recipe(
         data=data,
@@ -373,16 +321,36 @@ def load_recipe(
         from nestkit.plugins import get_registry
 
         registry = get_registry()
+    written: list[tuple[str, dict[str, Any]]] = []
     if isinstance(path, Mapping):
         source, raw = "<recipe>", copy.deepcopy(dict(path))
     else:
         source = str(path)
-        raw = load_raw(Path(path))
+        raw = load_raw(Path(path), written=written)
+    overrides = list(overrides)
     notes = notes if notes is not None else []
     try:
         data = interpolate(apply_overrides(raw, overrides, registry, notes), registry)
     except RecipeError as err:
         raise err.at(source) from None
-    recipe = validate(data, registry, source)
+    overridden = {text.partition("=")[0].strip() for text in overrides}
+    recipe = validate(data, registry, source, origin=lambda problem: _writer(problem.full_key, written, overridden))
     recipe.notes = notes
     return recipe
+
+
+def _writer(key: str, written: list[tuple[str, dict[str, Any]]], overridden: set[str]) -> str:
+    """The file of the extends chain ``written`` (the recipe first) that wrote ``key``; "" when the
+    recipe itself, a command-line override or nobody (a default) did."""
+    parts = key.split(".")
+    if any(".".join(parts[:i]) in overridden for i in range(1, len(parts) + 1)):
+        return ""
+    for n, (file, data) in enumerate(written):
+        node: Any = data
+        for part in parts:
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return file if n else ""
+    return ""

@@ -16,7 +16,8 @@ from pydantic import Field
 
 from nestkit.errors import RecipeError, RecipeErrors
 from conftest import ROOT
-from nestkit.recipe import apply_overrides, interpolate, load_raw, load_recipe
+from nestkit.overrides import apply_overrides
+from nestkit.recipe import interpolate, load_raw, load_recipe
 from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
 
@@ -272,3 +273,24 @@ def test_the_recipe_name_is_checked_when_it_names_the_folder() -> None:
         load_recipe(demo, ["name=../out", "exp_manager.name=null"])
     # exp_manager.name names the folder: the recipe's name is then only a label
     assert load_recipe(demo, ["name=../out", "exp_manager.name=run1"]).name == "../out"
+
+
+def test_an_error_names_the_file_of_the_extends_chain_that_wrote_the_key(tmp_path: Path) -> None:
+    """A typo in a base recipe is the base's to fix; a key the recipe or the command line rewrites is theirs."""
+    base = tmp_path / "base.yaml"
+    base.write_text("extends: nestkit:nest_demo.yaml\ntrainer:\n  max_step: 3\nmodel:\n  encoder:\n    n_heads: eight\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nname: child\n")
+    with pytest.raises(RecipeErrors) as caught:
+        load_recipe(child)
+    assert sorted(str(caught.value).splitlines()) == [
+        f"{base}: model.encoder.n_heads: expected an integer, got 'eight'",
+        f"{base}: trainer: unknown field 'max_step'; did you mean 'max_steps'?",
+    ]
+    child.write_text("extends: base.yaml\ntrainer:\n  max_step: 4\n")
+    with pytest.raises(RecipeErrors) as caught:
+        load_recipe(child, ["model.encoder.n_heads=nine"])
+    assert sorted(str(caught.value).splitlines()) == [
+        f"{child}: model.encoder.n_heads: expected an integer, got 'nine'",
+        f"{child}: trainer: unknown field 'max_step'; did you mean 'max_steps'?",
+    ]

@@ -17,7 +17,8 @@ from conftest import RECIPES, run_nestkit
 from nestkit.data import demo_manifests
 from nestkit.interop.nemo_archive import read_nemo_archive, write_nemo_archive
 from nestkit.pretrained import load_model, save_model
-from nestkit.recipe import interpolate, parse_yaml
+from nestkit.recipe import interpolate
+from nestkit.recipe_yaml import parse_yaml
 
 
 @pytest.fixture(scope="module")
