@@ -130,9 +130,10 @@ def _lookup(data: Mapping[str, Any], dotted: str, key: str, registry: Registry |
     return node
 
 
-def interpolate(data: dict[str, Any], registry: Registry | None = None) -> dict[str, Any]:
+def interpolate(data: dict[str, Any], registry: Registry | None = None, copied: dict[str, str] | None = None) -> dict[str, Any]:
     """Resolve ``${dotted.path}`` references against the whole recipe (chains allowed); with
-    ``registry``, a key the recipe does not write resolves to its component's default."""
+    ``registry``, a key the recipe does not write resolves to its component's default. ``copied``
+    receives {key: the key it copies} for each value that is one whole reference."""
 
     def resolve(value: Any, key: str, stack: tuple[str, ...]) -> Any:
         if isinstance(value, dict):
@@ -150,6 +151,8 @@ def interpolate(data: dict[str, Any], registry: Registry | None = None) -> dict[
                 raise RecipeError(f"'${{{ref}}}' is circular ({' -> '.join(stack + (ref,))})", key=key)
             resolved[ref] = resolve(_lookup(data, ref, key, registry), ref, stack + (ref,))
         if whole:
+            if copied is not None:
+                copied[key] = whole.group(1).strip()
             return resolved[whole.group(1).strip()]
         return REFERENCE.sub(lambda m: str(resolved[m.group(1).strip()]), value)
 
@@ -240,11 +243,13 @@ def _names_the_run(exp_manager: Any) -> bool:
 
 
 def validate(
-    data: dict[str, Any], registry: Registry, source: str = "", origin: Callable[[RecipeError], str] | None = None
+    data: dict[str, Any], registry: Registry, source: str = "", origin: Callable[[RecipeError], str] | None = None,
+    copied: Mapping[str, str] | None = None,
 ) -> Recipe:
     """Validate a resolved recipe mapping against nestkit's sections and the registry; every
     problem of every section is reported at once, each naming ``origin(problem)`` (the file that
-    wrote its key), else ``source``."""
+    wrote its key), else ``source``. A problem of a value copied by ``${...}`` from a key that has
+    its own problem (``copied``, from :func:`interpolate`) is that problem again: not repeated."""
     problems: list[RecipeError] = []
     for key in data:
         if key not in TOP_LEVEL_KEYS:
@@ -270,6 +275,7 @@ def validate(
     trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry, problems)
     exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry, problems)
     if problems:
+        problems = _without_echoes(problems, copied or {})
         raise combined([p.at((origin(p) if origin else "") or source) for p in problems])
     assert checked_model is not None
     return Recipe(
@@ -286,6 +292,20 @@ def validate(
         registry=registry,
         source=source,
     )
+
+
+def _without_echoes(problems: list[RecipeError], copied: Mapping[str, str]) -> list[RecipeError]:
+    """``problems`` less those at a key whose value was copied from another key with a problem."""
+    keys = {p.full_key for p in problems}
+
+    def source(key: str) -> str:
+        seen = {key}
+        while key in copied and copied[key] not in seen:
+            key = copied[key]
+            seen.add(key)
+        return key
+
+    return [p for p in problems if p.full_key not in copied or source(p.full_key) not in keys]
 
 
 def model_sample_rate(config: ComponentConfig) -> int | None:
@@ -329,19 +349,21 @@ def load_recipe(
         raw = load_raw(Path(path), written=written)
     overrides = list(overrides)
     notes = notes if notes is not None else []
+    copied: dict[str, str] = {}
     try:
-        data = interpolate(apply_overrides(raw, overrides, registry, notes), registry)
+        data = interpolate(apply_overrides(raw, overrides, registry, notes), registry, copied)
     except RecipeError as err:
         raise err.at(source) from None
     overridden = {text.partition("=")[0].strip() for text in overrides}
-    recipe = validate(data, registry, source, origin=lambda problem: _writer(problem.full_key, written, overridden))
+    recipe = validate(data, registry, source, origin=lambda problem: _writer(problem.full_key, written, overridden),
+                      copied=copied)
     recipe.notes = notes
     return recipe
 
 
 def _writer(key: str, written: list[tuple[str, dict[str, Any]]], overridden: set[str]) -> str:
     """The file of the extends chain ``written`` (the recipe first) that wrote ``key``; "" when the
-    recipe itself, a command-line override or nobody (a default) did."""
+    recipe itself, a command-line override, an interpolation or nobody (a default) did."""
     parts = key.split(".")
     if any(".".join(parts[:i]) in overridden for i in range(1, len(parts) + 1)):
         return ""
@@ -351,6 +373,6 @@ def _writer(key: str, written: list[tuple[str, dict[str, Any]]], overridden: set
             if not isinstance(node, dict) or part not in node:
                 break
             node = node[part]
-        else:
-            return file if n else ""
+        else:  # a ${...} there only passes on a value written elsewhere: not that file's to fix
+            return file if n and not (isinstance(node, str) and REFERENCE.search(node)) else ""
     return ""

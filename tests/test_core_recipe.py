@@ -294,3 +294,12 @@ def test_an_error_names_the_file_of_the_extends_chain_that_wrote_the_key(tmp_pat
         f"{child}: model.encoder.n_heads: expected an integer, got 'nine'",
         f"{child}: trainer: unknown field 'max_step'; did you mean 'max_steps'?",
     ]
+
+
+def test_a_mistake_copied_by_interpolation_is_reported_once() -> None:
+    """nest_fast_conformer.yaml copies model.sample_rate into its datasets and preprocessor: one
+    bad value there is one line, not four."""
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(ROOT / "recipes" / "nest_demo.yaml", ["model.sample_rate=0"])
+    assert str(caught.value).splitlines() == [
+        f"{ROOT / 'recipes' / 'nest_demo.yaml'}: model.sample_rate: input should be greater than 0, got 0"]
