@@ -124,6 +124,9 @@ def _lookup(data: Mapping[str, Any], dotted: str, key: str, registry: Registry |
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
+            if depth and not isinstance(node, (Mapping, list)):  # a section written as a scalar: that is the mistake
+                parent = ".".join(parts[:depth])
+                raise RecipeError(f"'${{{dotted}}}' cannot be read: {parent} is {node!r}, not a mapping", key=key)
             found, node = field_default(data, parts[: depth + 1], registry) if registry is not None else (False, None)
             if not found:
                 raise RecipeError(f"'${{{dotted}}}' refers to a key that does not exist", key=key)

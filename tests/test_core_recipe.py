@@ -303,3 +303,9 @@ def test_a_mistake_copied_by_interpolation_is_reported_once() -> None:
         load_recipe(ROOT / "recipes" / "nest_demo.yaml", ["model.sample_rate=0"])
     assert str(caught.value).splitlines() == [
         f"{ROOT / 'recipes' / 'nest_demo.yaml'}: model.sample_rate: input should be greater than 0, got 0"]
+
+
+def test_a_section_written_as_a_scalar_is_named_by_the_reference_that_reads_it() -> None:
+    with pytest.raises(RecipeError, match=r"model.quantizer.combine_time_steps: '\$\{model.encoder.subsampling_factor\}' "
+                                          r"cannot be read: model.encoder is 3, not a mapping"):
+        load_recipe(ROOT / "recipes" / "nest_demo.yaml", ["model.encoder=3"])
