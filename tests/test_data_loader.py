@@ -52,7 +52,7 @@ def test_skipped_report_by_reason_with_paths(tmp_path: Path) -> None:
     assert report.counts == {"unreadable": 3, "missing": 1}
     assert [Path(p).name for p in report.first["unreadable"]] == ["u0.wav", "u1.wav", "u2.wav"]
     assert sorted(Path(line.split("\t")[1]).name for line in report.lines()) == ["nope.wav", "u0.wav", "u1.wav", "u2.wav"]
-    assert report.explain().startswith(f"4 of 9 items of {manifest} skipped: 3 unreadable, 1 missing (first: ")
+    assert report.explain().startswith(f"4 of 9 items of {manifest} skipped (5 used): 3 unreadable, 1 missing (first: ")
 
     broken = speech_like(tmp_path / "e", 4, bad=4)
     loader = build_dataloader(DatasetConfig(manifest_filepath=str(broken), batch_size=2), sample_rate=16000, train=True, seed=0)

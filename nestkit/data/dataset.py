@@ -85,8 +85,8 @@ class ItemReader:
                 duration=ref.duration,
                 channel_selector=self.channel_selector,
             )
-        except AudioReadError as err:
-            return SkippedItem(index, err.reason, ref.path)
+        except AudioReadError as err:  # a segment of a file is an item of its own: named with its offset
+            return SkippedItem(index, err.reason, f"{ref.path} (offset {ref.offset:g} s)" if ref.offset else ref.path)
         return self.utterance(index, audio, epoch)
 
     def utterance(self, index: int, audio: torch.Tensor, epoch: int) -> AudioItem:

@@ -18,7 +18,8 @@ Who reads what:
   twice, but ranks may get different numbers of batches in an epoch: bound such runs by
   ``trainer.max_steps``.
 
-Resume (``state_dict``: the epoch, its batches delivered, and how many came from each worker):
+Resume (``state_dict``: the epoch, its batches delivered, how many came from each worker, and
+the skips found so far):
 
 * ``cuts_path`` resumes exactly: the sampler is replayed over the cut metadata, no audio read, to
   the saved batch, and the run goes on with the same batches, noise and mixing as if never stopped.
@@ -63,7 +64,8 @@ class LhotseLoader:
     """Batches of Lhotse cuts or Shar for the trainer (a :class:`nestkit.train.contracts.TrainLoader`).
 
     ``batch.skipped`` counts the cuts dropped since the previous batch (by reason), ``skipped``
-    the totals; skips of a batch with no usable cut ride on the next batch delivered.
+    the totals (a bad cut once per epoch), ``skipped_report()`` each cut once; skips of a batch
+    with no usable cut ride on the next batch delivered.
     """
 
     def __init__(self, cfg: DatasetConfig, source: CutSpecs | SharBatchStream, reader: ItemReader, *, name: str,
@@ -71,7 +73,7 @@ class LhotseLoader:
         self.cfg, self.source, self.name, self.seed, self.rank = cfg, source, name, seed, rank
         self.skipped: dict[str, int] = {}
         self.pending_skips: dict[str, int] = {}
-        self.tally = SkipTally(name, cfg.max_skipped_items)
+        self.tally = SkipTally(name, cfg.max_skipped_items, what="audio" if train else "validation audio")
         self._device_aug = device_augmentor
         self._generators: dict[str, torch.Generator] = {}
         self._workers = worker_count(cfg.num_workers, f"{'train' if train else 'validation'}_ds.num_workers")
@@ -94,8 +96,9 @@ class LhotseLoader:
         self.source.epoch = epoch
 
     def state_dict(self) -> dict[str, Any]:
-        """Epoch, batches of it delivered, and how many came from each Shar worker."""
-        return {"epoch": self.epoch, "position": self.position, "worker_batches": list(self.worker_batches)}
+        """Epoch, batches of it delivered, how many came from each Shar worker, the skips so far."""
+        return {"epoch": self.epoch, "position": self.position, "worker_batches": list(self.worker_batches),
+                "skips": self.tally.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next pass continues epoch ``epoch`` after batch ``position`` (module docstring)."""
@@ -105,6 +108,8 @@ class LhotseLoader:
         if len(counts) != self._roles:  # saved with another num_workers: as many batches, dealt round-robin
             counts = [len(range(w, self.position, self._roles)) for w in range(self._roles)]
         self.worker_batches = counts
+        if "skips" in state:
+            self.tally.load_state_dict(state["skips"])
 
     def num_batches(self) -> int | None:
         """None: a lazily read CutSet's batch count is known only at its end."""
@@ -126,7 +131,7 @@ class LhotseLoader:
         for worker, batch in self._tagged():
             self.position += 1
             self.worker_batches[worker] += 1
-            self.tally.add(batch.skipped, batch.skipped_examples, len(batch))
+            self.tally.add(batch.skipped, batch.skipped_examples, batch.indices)
             for k, v in batch.skipped.items():
                 self.skipped[k] = self.skipped.get(k, 0) + v
             if len(batch) == 0:
@@ -139,7 +144,7 @@ class LhotseLoader:
             yield batch
 
     def skipped_report(self) -> SkipReport:
-        """Skipped cuts so far by reason, with the first few and the full list."""
+        """Distinct skipped cuts so far by reason, with the first few and the full list."""
         return self.tally.report()
 
     # ------------------------------------------------------------------ augmentation on the device

@@ -2,9 +2,10 @@
 
 The returned :class:`AudioLoader` yields :class:`~nestkit.data.batch.AudioBatch` objects and
 supports ``set_epoch``, ``state_dict``/``load_state_dict`` (epoch + batch position, for an
-exact resume), ``num_batches()`` (None for tarred data, whose length is unknown),
-``padding_fraction``, ``summary`` (items, hours, dropped), running skip totals in ``skipped``
-and ``skipped_report()`` (:class:`~nestkit.data.skips.SkipReport`: by reason, with paths).
+exact resume, and the skips found so far), ``num_batches()`` (None for tarred data, whose length
+is unknown), ``padding_fraction``, ``summary`` (items, hours, dropped), running skip totals in
+``skipped`` and ``skipped_report()`` (:class:`~nestkit.data.skips.SkipReport`: each skipped item
+once, by reason, with paths).
 
 Batch augmentation runs in the loader workers by default. With ``augment_on_device: true``
 the batch arrives with ``noisy_audio = audio + noise`` and the trainer calls
@@ -70,8 +71,10 @@ class AudioLoader:
     """Iterable of :class:`AudioBatch` with epoch/position state; see the module docstring.
 
     ``batch.skipped`` counts the utterances dropped since the previous batch (by reason);
-    ``loader.skipped`` holds the totals since the loader was built. Skips in batches where no
-    utterance was usable ride on the next delivered batch (``pending_skips`` until then).
+    ``loader.skipped`` holds the totals since the loader was built, counting a file that is bad
+    every epoch once per epoch (the per-step counters); ``skipped_report()`` has each item once.
+    Skips in batches where no utterance was usable ride on the next delivered batch
+    (``pending_skips`` until then).
     """
 
     def __init__(
@@ -93,7 +96,8 @@ class AudioLoader:
         self.epoch, self.position = 0, 0
         self.skipped: dict[str, int] = {}
         self.pending_skips: dict[str, int] = {}
-        self.tally = SkipTally(", ".join(manifest.files), cfg.max_skipped_items)
+        self.tally = SkipTally(", ".join(manifest.files), cfg.max_skipped_items, size=len(manifest),
+                               what="audio" if train else "validation audio")
         self._device_aug = device_augmentor
         self._generators: dict[str, torch.Generator] = {}
         self._loader: torch.utils.data.DataLoader[Any] | None = None
@@ -117,14 +121,17 @@ class AudioLoader:
         if self.stream is not None:
             self.stream.set_epoch(epoch)
 
-    def state_dict(self) -> dict[str, int]:
-        """Epoch and the number of batches of it already delivered."""
-        return {"epoch": self.epoch, "position": self.position}
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch, the number of batches of it already delivered, and the skips so far."""
+        return {"epoch": self.epoch, "position": self.position, "skips": self.tally.state_dict()}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume: the next iteration continues epoch ``epoch`` at batch ``position``."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next iteration continues epoch ``epoch`` at batch ``position``; the skip
+        report goes on from the saved one (a checkpoint without it: from nothing)."""
         self.set_epoch(int(state["epoch"]))
         self.position = int(state.get("position", 0))
+        if "skips" in state:
+            self.tally.load_state_dict(state["skips"])
 
     def num_batches(self) -> int | None:
         """Batches per epoch on this rank; None for tarred data (the stream decides)."""
@@ -161,10 +168,10 @@ class AudioLoader:
     def _count(self, batch: AudioBatch) -> None:
         for k, v in batch.skipped.items():
             self.skipped[k] = self.skipped.get(k, 0) + v
-        self.tally.add(batch.skipped, batch.skipped_examples, len(batch))
+        self.tally.add(batch.skipped, batch.skipped_examples, batch.indices)
 
     def skipped_report(self) -> SkipReport:
-        """Skipped items so far by reason, with the first few paths and the full list."""
+        """Distinct skipped items so far by reason, with the first few paths and the full list."""
         return self.tally.report()
 
     @property

@@ -97,7 +97,7 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
         me = self.rank * num_workers + worker
         return [self.shards[k] for k in order[me::consumers]]
 
-    def _items(self, shards: list[str], failures: dict[str, int]) -> Iterator[AudioItem | SkippedItem]:
+    def _items(self, shards: list[str], failures: dict[str, int], lost: list[str]) -> Iterator[AudioItem | SkippedItem]:
         for shard in shards:
             try:
                 with tarfile.open(shard, mode="r|*") as tar:
@@ -114,6 +114,7 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
             except (OSError, tarfile.TarError, EOFError) as exc:
                 key = "shard_missing" if isinstance(exc, FileNotFoundError) else "shard_unreadable"
                 failures[key] = failures.get(key, 0) + 1
+                lost.append(f"{key}: {shard}")  # named, so the report counts each shard once, not once per epoch
 
     def __iter__(self) -> Iterator[AudioBatch]:
         info = torch.utils.data.get_worker_info()
@@ -121,6 +122,7 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
         me = self.rank * num_workers + worker
         rng = np.random.default_rng([self.seed, self.epoch, me])
         failures: dict[str, int] = {}
+        lost: list[str] = []  # "shard_*: path" of the shards that failed since the last batch
         pending: list[AudioItem | SkippedItem] = []
         position = 0
 
@@ -135,10 +137,13 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
             failures.clear()  # shared with the item generator: clear, do not rebind
             seed = batch_seed(self.seed, self.epoch, me, position)
             position += 1
-            return self.reader.batch(results, seed, counts)
+            batch = self.reader.batch(results, seed, counts)
+            batch.skipped_examples = lost[:] + batch.skipped_examples
+            lost.clear()
+            return batch
 
         buffer: list[AudioItem | SkippedItem] = []
-        for item in self._items(self.my_shards(worker, num_workers), failures):
+        for item in self._items(self.my_shards(worker, num_workers), failures, lost):
             if isinstance(item, SkippedItem) or not self.shuffle or self.shuffle_n <= 1:
                 pending.append(item)
             else:

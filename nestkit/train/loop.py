@@ -26,7 +26,7 @@ from nestkit.train.faults import Faults
 from nestkit.train.logging import ScalarLogger
 from nestkit.train.metrics import TrainMetrics, run_metrics
 from nestkit.train.progress import Progress, validation_line
-from nestkit.train.report import TrainResult, conclude, finished_line, start_summary
+from nestkit.train.report import RunSkips, TrainResult, conclude, finished_line, start_summary
 from nestkit.train.setup import build_parts, configure_blocks, encoder_name, wrap_distributed
 from nestkit.train.state import Position, ResumePlan, checkpoint_state, find_resume, restore
 from nestkit.train.step import StepRunner
@@ -236,11 +236,11 @@ class Trainer:
             last_checkpoint=keeper.last if keeper is not None and keeper.last.exists() else None,
             best_checkpoints=[p for _, _, p in keeper.best()] if keeper is not None else [],
             best_val_loss=pos.best_val_loss, wall_s=time.perf_counter() - t_start, stopped_by=self.stopped_by,
-            nonfinite_steps=pos.nonfinite_total, last_validation=self.validations[max(self.validations)] if self.validations else {},
-            validations=self.validations,
-        )
-        if summary and self.info.is_main:
-            conclude(result, self.recipe, self.train_loader.skipped_report(), self.experiment, self._say)
+            nonfinite_steps=pos.nonfinite_total, validations=self.validations,
+            last_validation=self.validations[max(self.validations)] if self.validations else {})
+        skipped = RunSkips.gather(self.train_loader, self.val_loader, self.info) if summary else None  # every rank
+        if skipped is not None and self.info.is_main:
+            conclude(result, self.recipe, skipped, self.experiment, self._say)
         return result
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from nestkit.data.skips import SkipReport
+from nestkit.data.skips import SkipReport, merge_reports
 from nestkit.errors import RecipeError
 from nestkit.recipe import Recipe, load_recipe, recipe_file
+from nestkit.train import distributed as dist_utils
 from nestkit.train.progress import summary_block
 
 # How far a run may stray from its recipe's reference curve and still be said to track it.
@@ -64,7 +65,37 @@ def start_summary(recipe: Any, folder: Path, parts: Any, info: Any, loader: Any,
     return summary_block("nestkit train", rows)
 
 
-def end_summary(r: TrainResult, reference_line: str | None, skipped: SkipReport, skipped_file: Path) -> str:
+@dataclass(frozen=True)
+class RunSkips:
+    """What a run's loaders skipped, every rank's together: training, and validation (None without)."""
+
+    train: SkipReport
+    validation: SkipReport | None = None
+
+    @classmethod
+    def gather(cls, train_loader: Any, val_loader: Any, info: Any) -> RunSkips:
+        """Every rank must call this (a collective); an item skipped on several ranks counts once."""
+        mine = [train_loader.skipped_report()] + ([val_loader.skipped_report()] if val_loader is not None else [])
+        every = dist_utils.gather_objects(mine, info.world_size)
+        merged = [merge_reports(rank[k] for rank in every) for k in range(len(mine))]
+        return cls(merged[0], merged[1] if len(merged) > 1 else None)
+
+    def lines(self) -> list[str]:
+        """skipped_items.txt: ``reason<TAB>path``, validation's marked ``validation:reason<TAB>path``."""
+        return self.train.lines() + (self.validation.lines("validation:") if self.validation is not None else [])
+
+    def rows(self, skipped_file: Path) -> list[tuple[str, str]]:
+        """The end summary's lines on skipped items, training and validation apart."""
+        val = self.validation if self.validation is not None and self.validation.total else None
+        if not self.train.total and val is None:
+            return []
+        told = [("", self.train.explain())] if val is None else (
+            [("training: ", self.train.explain())] if self.train.total else []) + [("validation: ", val.explain())]
+        rows = [("skipped items" if k == 0 else "", f"{label}{text}") for k, (label, text) in enumerate(told)]
+        return rows[:-1] + [(rows[-1][0], f"{rows[-1][1]}; all of them in {skipped_file}")]
+
+
+def end_summary(r: TrainResult, reference_line: str | None, skipped: RunSkips, skipped_file: Path) -> str:
     val = r.last_validation
     rows = [
         ("steps", str(r.steps)),
@@ -79,8 +110,7 @@ def end_summary(r: TrainResult, reference_line: str | None, skipped: SkipReport,
         rows.append(("best checkpoints", ", ".join(p.name for p in r.best_checkpoints)))
     if r.nonfinite_steps:
         rows.append(("skipped steps", f"{r.nonfinite_steps} (non-finite)"))
-    if skipped.total:
-        rows.append(("skipped items", f"{skipped.explain()}; all of them in {skipped_file}"))
+    rows += skipped.rows(skipped_file)
     if r.stopped_by:
         rows.append(("stopped by", r.stopped_by))
     if reference_line:
@@ -146,12 +176,13 @@ def finished_line(folder: Path, step: int, max_steps: int) -> str:
             f"to train it further, run again with trainer.max_steps=N (N > {step})")
 
 
-def conclude(result: TrainResult, recipe: Recipe, skipped: SkipReport, experiment: Any, say: Any) -> None:
-    """Rank 0 at the end of a run: the full list of skipped items into the experiment folder, and
-    the end summary (with the verdict on the recipe's reference curve, if it ships one and the run
-    kept what the curve depends on)."""
-    if skipped.total:
-        experiment.write_text(experiment.skipped_file, "\n".join(skipped.lines()) + "\n")
+def conclude(result: TrainResult, recipe: Recipe, skipped: RunSkips, experiment: Any, say: Any) -> None:
+    """Rank 0 at the end of a run: the full list of skipped items (training and validation) into
+    the experiment folder, and the end summary (with the verdict on the recipe's reference curve,
+    if it ships one and the run kept what the curve depends on)."""
+    listed = skipped.lines()
+    if listed:
+        experiment.write_text(experiment.skipped_file, "\n".join(listed) + "\n")
     say(end_summary(result, reference_verdict(recipe, result.validations), skipped, experiment.skipped_file))
 
 
