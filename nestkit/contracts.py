@@ -278,7 +278,8 @@ def require(obj: Any, capability: Capability, *, component: str, needed_by: str,
 
 def built_type(component: Component) -> type | None:
     """The class ``component``'s factory builds: the factory itself when it is a class, else its
-    return annotation; None when neither says."""
+    return annotation; None when neither says (``-> Any`` or ``-> object`` names no class: the
+    adapter of a 0.1-style keyword factory says ``Any``, and on Python 3.11 ``Any`` is a class)."""
     factory: Callable[..., Any] = component.factory
     if isinstance(factory, type):
         return factory
@@ -286,7 +287,7 @@ def built_type(component: Component) -> type | None:
         returned = typing.get_type_hints(factory).get("return")
     except Exception:  # noqa: BLE001 - an annotation that does not resolve declares nothing
         return None
-    return returned if isinstance(returned, type) else None
+    return returned if isinstance(returned, type) and returned not in (Any, object) else None
 
 
 def declared_capabilities(component: Component) -> dict[str, bool] | None:

@@ -72,11 +72,26 @@ class Zygote:
                 [sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 text=True, bufsize=1, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
             )
+            atexit.register(self.close, self._proc)
             ready = json.loads(self._proc.stdout.readline() or "{}")  # type: ignore[union-attr]
             if ready.get("ready") is not True:
                 raise RuntimeError(f"the test zygote did not start: {ready!r}")
             self._python_exec = ready["python_exec"]
         return self._proc
+
+    @staticmethod
+    def close(proc: subprocess.Popen[str]) -> None:
+        """At the worker's exit: end the zygote (it stops at the end of its input) and reap it, so no
+        process outlives the test run and nothing is left for the garbage collector to warn about."""
+        if proc.poll() is None:
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     @property
     def python_exec(self) -> str:

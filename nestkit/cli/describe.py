@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from pydantic_core import PydanticUndefined
 
@@ -50,15 +48,13 @@ def describe(
 
 def _contract_lines(component: Component) -> list[str]:
     """The kind's contract and, per optional capability, whether the component has it."""
-    from nestkit.contracts import CAPABILITIES, KIND_CONTRACTS, built_type, declared_capabilities
+    from nestkit.contracts import CAPABILITIES, KIND_CONTRACTS, declared_capabilities
 
     lines = [f"contract: nestkit.{KIND_CONTRACTS[component.kind].__name__} (see CONTRIBUTING.md, 'Component contracts')"]
     optional = [c for c in CAPABILITIES if c.kind == component.kind]
     if not optional:
         return lines
-    # `-> Any` (the adapter of a 0.1-style keyword factory says so) or `-> object` names no class:
-    # reading capabilities off it would deny each one, which check-plugin may contradict
-    declared = None if built_type(component) in (Any, object) else declared_capabilities(component)
+    declared = declared_capabilities(component)
     if declared is None:
         return [*lines, "capabilities: unknown (annotate the factory's return type with the class it builds)"]
     for capability in optional:
