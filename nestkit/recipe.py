@@ -12,7 +12,6 @@ of the overrides, then all problems of the resolved recipe, are reported togethe
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +21,15 @@ import yaml
 from pydantic import BaseModel
 
 from nestkit.data.config import DatasetConfig
-from nestkit.errors import RecipeError, combined, did_you_mean
+from nestkit.errors import RecipeError, RecipeErrors, combined, did_you_mean
 from nestkit.overrides import apply_overrides
+from nestkit.provenance import REFERENCE, without_echoes, writer
 from nestkit.recipe_yaml import read_yaml
 from nestkit.registry import Component, ComponentConfig, Registry, validate_fields
 from nestkit.sections import DEFAULT_MODEL, MODEL_DATA_KEYS, field_default
 from nestkit.train.config import ExpManagerConfig, TrainerConfig, folder_name_problem
 
 TOP_LEVEL_KEYS = ("name", "model", "trainer", "exp_manager")
-REFERENCE = re.compile(r"\$\{([^}]+)\}")
 
 
 def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,7 +277,7 @@ def validate(
     trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry, problems)
     exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry, problems)
     if problems:
-        problems = _without_echoes(problems, copied or {})
+        problems = without_echoes(problems, copied or {})
         raise combined([p.at((origin(p) if origin else "") or source) for p in problems])
     assert checked_model is not None
     return Recipe(
@@ -295,20 +294,6 @@ def validate(
         registry=registry,
         source=source,
     )
-
-
-def _without_echoes(problems: list[RecipeError], copied: Mapping[str, str]) -> list[RecipeError]:
-    """``problems`` less those at a key whose value was copied from another key with a problem."""
-    keys = {p.full_key for p in problems}
-
-    def source(key: str) -> str:
-        seen = {key}
-        while key in copied and copied[key] not in seen:
-            key = copied[key]
-            seen.add(key)
-        return key
-
-    return [p for p in problems if p.full_key not in copied or source(p.full_key) not in keys]
 
 
 def model_sample_rate(config: ComponentConfig) -> int | None:
@@ -353,29 +338,17 @@ def load_recipe(
     overrides = list(overrides)
     notes = notes if notes is not None else []
     copied: dict[str, str] = {}
+    overridden = {text.partition("=")[0].strip() for text in overrides}
+
+    def origin(problem: RecipeError) -> str:
+        return writer(problem.full_key, written, overridden)
+
     try:
         data = interpolate(apply_overrides(raw, overrides, registry, notes), registry, copied)
+    except RecipeErrors as err:
+        raise combined([e.at(origin(e) or source) for e in err.errors]) from None
     except RecipeError as err:
-        raise err.at(source) from None
-    overridden = {text.partition("=")[0].strip() for text in overrides}
-    recipe = validate(data, registry, source, origin=lambda problem: _writer(problem.full_key, written, overridden),
-                      copied=copied)
+        raise err.at(origin(err) or source) from None
+    recipe = validate(data, registry, source, origin=origin, copied=copied)
     recipe.notes = notes
     return recipe
-
-
-def _writer(key: str, written: list[tuple[str, dict[str, Any]]], overridden: set[str]) -> str:
-    """The file of the extends chain ``written`` (the recipe first) that wrote ``key``; "" when the
-    recipe itself, a command-line override, an interpolation or nobody (a default) did."""
-    parts = key.split(".")
-    if any(".".join(parts[:i]) in overridden for i in range(1, len(parts) + 1)):
-        return ""
-    for n, (file, data) in enumerate(written):
-        node: Any = data
-        for part in parts:
-            if not isinstance(node, dict) or part not in node:
-                break
-            node = node[part]
-        else:  # a ${...} there only passes on a value written elsewhere: not that file's to fix
-            return file if n and not (isinstance(node, str) and REFERENCE.search(node)) else ""
-    return ""

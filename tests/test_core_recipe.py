@@ -309,3 +309,30 @@ def test_a_section_written_as_a_scalar_is_named_by_the_reference_that_reads_it()
     with pytest.raises(RecipeError, match=r"model.quantizer.combine_time_steps: '\$\{model.encoder.subsampling_factor\}' "
                                           r"cannot be read: model.encoder is 3, not a mapping"):
         load_recipe(ROOT / "recipes" / "nest_demo.yaml", ["model.encoder=3"])
+
+
+def test_the_file_named_follows_lists_references_copies_and_component_switches(tmp_path: Path) -> None:
+    """top.yaml extends mid.yaml extends the bundled demo; the mistakes below are mid.yaml's, but
+    for a copy of top.yaml's own name."""
+    mid, top = tmp_path / "mid.yaml", tmp_path / "top.yaml"
+    top.write_text("extends: mid.yaml\nname: top\n")
+
+    def errors(mid_text: str) -> list[str]:
+        mid.write_text("extends: nestkit:nest_demo.yaml\nname: mid\n" + mid_text)
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(top)
+        return sorted(str(caught.value).splitlines())
+
+    assert errors("model:\n  encoder:\n    att_context_size: [-1, abc]\n") == [
+        f"{mid}: model.encoder.att_context_size.1: expected an integer, got 'abc'"]  # inside a list
+    assert errors("model:\n  train_ds:\n    max_duration: ${name}\n") == [  # a copy: whoever wrote its source
+        f"{top}: model.train_ds.max_duration: expected a number, got 'top'"]
+    assert errors("model:\n  train_ds:\n    max_duration: ${model.num_classes}x\n") == [  # a template: its own file
+        f"{mid}: model.train_ds.max_duration: expected a number, got '64x'"]
+    assert errors("model:\n  train_ds:\n    max_duration: ${model.nope}\n") == [
+        f"{mid}: model.train_ds.max_duration: '${{model.nope}}' refers to a key that does not exist"]
+    assert errors("model:\n  train_ds:\n    batch_augmentor:\n      prob: 2\n"
+                  "  validation_ds:\n    batch_augmentor: ${model.train_ds.batch_augmentor}\n") == [
+        f"{mid}: model.train_ds.batch_augmentor.prob: input should be less than or equal to 1, got 2"]  # once
+    assert errors("model:\n  optim:\n    sched:\n      name: NoamAnnealing\n") == [  # the file that switched it
+        f"{mid}: model.optim.sched.d_model: required field is missing"]
