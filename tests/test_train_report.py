@@ -58,8 +58,11 @@ def test_no_verdict_on_the_reference_curve_for_a_run_that_changed_what_it_depend
     curve = json.loads((tmp_path / "nest_demo.reference.json").read_text())
     as_shipped = {s: {"val_context_gain": g} for s, g in zip(curve["steps"], curve["val_context_gain"])}
     # how long it runs, where it writes and on what device: the curve still applies
-    same = load_recipe(demo, ["trainer.max_steps=500", "exp_manager.exp_dir=/tmp/elsewhere", "trainer.devices=cpu"])
-    assert reference_verdict(same, as_shipped).startswith("tracked nest_demo.reference.json")
+    same = load_recipe(demo, ["trainer.max_steps=500", "exp_manager.exp_dir=/tmp/elsewhere", "trainer.devices=cpu",
+                              "trainer.seed=42", "trainer.gradient_clip_val=null", "model.train_ds.num_workers=1"])
+    assert reference_verdict(same, as_shipped).startswith("tracked nest_demo.reference.json")  # defaults, 'off' and loaders
+    assert reference_verdict(same, as_shipped, world_size=2) == (
+        "no verdict: nest_demo.reference.json is the curve of one process, and this run had 2 (a larger batch per step)")
     own_data = load_recipe(demo, ["model.train_ds.manifest_filepath=mine.json", "trainer.seed=3"])
     assert reference_verdict(own_data, as_shipped) == (
         "no verdict: nest_demo.reference.json is the curve of nest_demo.yaml as shipped, and this run changed "

@@ -240,7 +240,7 @@ class Trainer:
             last_validation=self.validations[max(self.validations)] if self.validations else {})
         skipped = RunSkips.gather(self.train_loader, self.val_loader, self.info) if summary else None  # every rank
         if skipped is not None and self.info.is_main:
-            conclude(result, self.recipe, skipped, self.experiment, self._say)
+            conclude(result, self.recipe, skipped, self.experiment, self._say, self.info.world_size)
         return result
 
 

@@ -15,13 +15,15 @@ from nestkit.errors import RecipeError
 from nestkit.recipe import Recipe, load_recipe, recipe_file
 from nestkit.train import distributed as dist_utils
 from nestkit.train.progress import summary_block
+from nestkit.train.setup import normalise_precision
 
 # How far a run may stray from its recipe's reference curve and still be said to track it.
 REFERENCE_TOLERANCE_NATS = 0.1
 # What a reference curve depends on: the model with its data and optimizer, and how the trainer
-# steps and validates (not how long it runs, where or how it logs).
-CURVE_KEYS = ("model.", "trainer.seed", "trainer.precision", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val",
-              "trainer.val_check_interval", "trainer.limit_val_batches")
+# steps and validates (not how long it runs, where it writes or how its loaders are fed).
+CURVE_TRAINER_KEYS = ("seed", "precision", "accumulate_grad_batches", "gradient_clip_val", "val_check_interval",
+                      "limit_val_batches")
+LOADER_ONLY_KEYS = frozenset({"num_workers", "pin_memory", "multiprocessing_context", "max_skipped_items"})
 
 
 @dataclass
@@ -130,16 +132,28 @@ def reference_file(recipe_source: str | Path | None) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def curve_inputs(recipe: Recipe) -> dict[str, Any]:
+    """{dotted key: value} of what a run's curve depends on, typed where nestkit knows the section
+    (datasets, trainer), so that writing a default, or 0 for no clipping, changes nothing."""
+    flat = _flat({k: v for k, v in recipe.data["model"].items() if k not in ("train_ds", "validation_ds")}, "model")
+    for name, ds in (("train_ds", recipe.train_ds), ("validation_ds", recipe.validation_ds)):
+        if ds is not None:
+            flat.update(_flat(ds.model_dump(exclude=set(LOADER_ONLY_KEYS)), f"model.{name}"))
+    trainer = recipe.trainer.model_dump(include=set(CURVE_TRAINER_KEYS))
+    trainer.update(gradient_clip_val=trainer["gradient_clip_val"] or 0.0, precision=normalise_precision(trainer["precision"]))
+    flat.update({f"trainer.{k}": v for k, v in trainer.items()})
+    return flat
+
+
 def departures(recipe: Recipe, shipped: Path) -> list[str]:
     """The keys on which ``recipe`` (as this run resolved it) differs from the recipe file
-    ``shipped`` as it is, among those its reference curve depends on (:data:`CURVE_KEYS`)."""
+    ``shipped`` as it is, among those its reference curve depends on (:func:`curve_inputs`)."""
     try:
-        theirs = load_recipe(shipped, registry=recipe.registry).data
+        theirs = curve_inputs(load_recipe(shipped, registry=recipe.registry))
     except RecipeError:
         return ["(the shipped recipe does not load)"]
-    ours_flat, theirs_flat = _flat(recipe.data), _flat(theirs)
-    return [key for key in sorted(ours_flat.keys() | theirs_flat.keys())
-            if key.startswith(CURVE_KEYS) and ours_flat.get(key, _ABSENT) != theirs_flat.get(key, _ABSENT)]
+    ours = curve_inputs(recipe)
+    return [key for key in sorted(ours.keys() | theirs.keys()) if ours.get(key, _ABSENT) != theirs.get(key, _ABSENT)]
 
 
 _ABSENT = object()
@@ -176,22 +190,25 @@ def finished_line(folder: Path, step: int, max_steps: int) -> str:
             f"to train it further, run again with trainer.max_steps=N (N > {step})")
 
 
-def conclude(result: TrainResult, recipe: Recipe, skipped: RunSkips, experiment: Any, say: Any) -> None:
+def conclude(result: TrainResult, recipe: Recipe, skipped: RunSkips, experiment: Any, say: Any, world_size: int = 1) -> None:
     """Rank 0 at the end of a run: the full list of skipped items (training and validation) into
     the experiment folder, and the end summary (with the verdict on the recipe's reference curve,
     if it ships one and the run kept what the curve depends on)."""
     listed = skipped.lines()
     if listed:
         experiment.write_text(experiment.skipped_file, "\n".join(listed) + "\n")
-    say(end_summary(result, reference_verdict(recipe, result.validations), skipped, experiment.skipped_file))
+    say(end_summary(result, reference_verdict(recipe, result.validations, world_size), skipped, experiment.skipped_file))
 
 
-def reference_verdict(recipe: Recipe, validations: dict[int, dict[str, float]]) -> str | None:
+def reference_verdict(recipe: Recipe, validations: dict[int, dict[str, float]], world_size: int = 1) -> str | None:
     """The end summary's line on the recipe's reference curve: tracked or not, or why there is no
-    verdict (the run changed what the curve depends on); None without a curve."""
+    verdict (the run changed what the curve depends on, or ran on several processes: a larger
+    batch per step); None without a curve."""
     ref = reference_file(recipe.source)
     if ref is None:
         return None
+    if world_size != 1:
+        return f"no verdict: {ref.name} is the curve of one process, and this run had {world_size} (a larger batch per step)"
     changed = departures(recipe, recipe_file(recipe.source))
     if changed:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
