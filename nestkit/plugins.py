@@ -18,6 +18,7 @@ plugin that is skipped or fails to load (an import error calls no hook).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -149,16 +150,21 @@ def _fail(registry: Registry, ep: EntryPoint, provider: str, label: str, error: 
     trace(f"plugin '{ep.name}' ({label}) failed to load: {error}")
 
 
+def _normalised(distribution: str) -> str:
+    """A distribution name as pip compares them (PEP 503: case, and runs of -_. alike)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
 def _unknown_disabled(disabled: set[str], eps: list[EntryPoint]) -> list[str]:
     """A warning per name of ``NESTKIT_DISABLE_PLUGINS`` that is no entry point's."""
     names = sorted({ep.name for ep in eps})
     by_dist: dict[str, list[str]] = {}
     for ep in eps:
-        by_dist.setdefault(_provider(ep)[0].lower(), []).append(ep.name)
+        by_dist.setdefault(_normalised(_provider(ep)[0]), []).append(ep.name)
     lines = []
     for name in sorted(disabled - set(names)):
-        if name.lower() in by_dist:  # it takes entry-point names, not distributions
-            hint = f"; distribution {name}'s plugins are {', '.join(sorted(by_dist[name.lower()]))}"
+        if _normalised(name) in by_dist:  # it takes entry-point names, not distributions
+            hint = f"; distribution {name}'s plugins are {', '.join(sorted(by_dist[_normalised(name)]))}"
         else:
             hint = f"{did_you_mean(name, names)} (installed plugins: {', '.join(names) or 'none'})"
         lines.append(f"{DISABLE_VARIABLE} names '{name}', which is no installed plugin's entry-point name{hint}")

@@ -154,10 +154,12 @@ def test_disabled_plugins_are_recorded_and_a_name_matching_none_is_a_warning(mon
 
 def test_check_plugin_of_a_disabled_distribution_says_it_is_disabled(plugin_site: Path) -> None:
     env = plugins_env(plugin_site, "tiny_lstm")  # disables toy
-    env["NESTKIT_DISABLE_PLUGINS"] += ",tiny_lstmm"
+    env["NESTKIT_DISABLE_PLUGINS"] += ",tiny_lstmm,Nestkit_Tiny.LSTM"  # a typo; a distribution's name, spelt as pip allows
     result = run_nestkit("check-plugin", "nestkit-toy", env=env)
     assert result.returncode == 2 and result.stdout == "", result.stderr
-    warning, error = result.stderr.splitlines()
+    by_distribution, warning, error = result.stderr.splitlines()
     assert warning.startswith("warning: NESTKIT_DISABLE_PLUGINS names 'tiny_lstmm', which is no installed plugin's "
                               "entry-point name; did you mean 'tiny_lstm'? (installed plugins: "), warning
+    assert by_distribution == ("warning: NESTKIT_DISABLE_PLUGINS names 'Nestkit_Tiny.LSTM', which is no installed plugin's "
+                               "entry-point name; distribution Nestkit_Tiny.LSTM's plugins are tiny_lstm")
     assert error == "error: distribution 'nestkit-toy' registers no component: NESTKIT_DISABLE_PLUGINS disables its plugin 'toy'"
