@@ -3,8 +3,6 @@ for every key that is dropped or changed on the way (nothing is dropped silently
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from nestkit.errors import NestkitError, RecipeError, RecipeErrors
-from nestkit.interop.nemo import shown, recipe_from_nemo_config
+from nestkit.files import replace_text
+from nestkit.interop.nemo import recipe_from_nemo_config, shown
 from nestkit.recipe import REFERENCE, interpolate
 from nestkit.recipe_yaml import read_yaml
 from nestkit.train.config import ExpManagerConfig, TrainerConfig
@@ -135,7 +134,6 @@ def write_recipe(out: str | Path, text: str, source: str | Path | None = None) -
     out = Path(out)
     if source is not None and out.exists() and out.resolve() == Path(source).resolve():
         raise NestkitError(f"{out}: is the NeMo config being converted; write the recipe to another file")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # mkdir's words for a file where the folder should be
@@ -143,10 +141,7 @@ def write_recipe(out: str | Path, text: str, source: str | Path | None = None) -
     except OSError as exc:
         raise NestkitError(f"{out}: cannot create its folder: {exc.strerror or exc}") from None
     try:
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        replace_text(out, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise NestkitError(f"{out}: cannot write the recipe: {exc.strerror or exc}") from None
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nestkit.errors import CheckpointError, NestkitError
+from nestkit.files import replace_text
 
 DEFAULT_ROOT = "nest_experiments"
 
@@ -63,10 +64,8 @@ class Experiment:
 
     def write_text(self, path: Path, text: str) -> None:
         """A file of the folder, replaced atomically."""
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            replace_text(path, text)
         except OSError as exc:
             raise _unwritable(self.folder, exc) from None
 
