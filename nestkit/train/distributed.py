@@ -81,6 +81,7 @@ def relaunch(nproc: int, argv: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     os.environ[LAUNCHED_ENV] = "1"
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -101,6 +102,8 @@ def relaunch(nproc: int, argv: list[str]) -> int:
             return _report_failure(err)
         except KeyboardInterrupt:  # the workers got the signal too and save a checkpoint
             return 130
+        except SignalException as err:  # the launcher's own way to report SIGINT/SIGTERM to it
+            return 128 + int(err.sigval)
     return 0
 
 

@@ -339,9 +339,10 @@ def kill_ddp_rank(recipe: Path, name: str, rank: int = 1, bound_s: float = 90.0)
         raise
 
 
-def stop_with_signal(recipe: Path, name: str, sig: signal.Signals, after_step: int = 3) -> tuple[int, str, str]:
-    """Send ``sig`` to a run once it printed step ``after_step``; (exit code, stdout, stderr)."""
-    run = Training(recipe, name)
+def stop_with_signal(recipe: Path, name: str, sig: signal.Signals, *args: str, after_step: int = 3) -> tuple[int, str, str]:
+    """Send ``sig`` to a run (``args``: more of its command line) once it printed step
+    ``after_step``; (exit code, stdout, stderr)."""
+    run = Training(recipe, name, *args)
     try:
         if not run.wait_for_line(f"step {after_step}/"):
             raise RuntimeError(f"run ended before step {after_step}: {run.finish()}")
