@@ -75,7 +75,7 @@ def _installed() -> Registry:
 
 
 def load_recipe(
-    path: str | Path | dict[str, Any], overrides: tuple[str, ...] | list[str] = (), registry: Registry | None = None
+    path: str | Path | dict[str, Any], overrides: tuple[str, ...] | list[str] | str = (), registry: Registry | None = None
 ) -> Recipe:
     """Load, resolve (extends, overrides, ``${...}``) and validate a recipe against ``registry``
     (default: the installed plugins); the recipe keeps that registry for building."""
@@ -90,7 +90,7 @@ def build(kind: str, section: dict[str, Any], *, registry: Registry | None = Non
     return (registry if registry is not None else _installed()).build(kind, section, key=kind, **context)
 
 
-def build_model(recipe: Recipe | str | Path | dict[str, Any], overrides: tuple[str, ...] | list[str] = ()) -> Any:
+def build_model(recipe: Recipe | str | Path | dict[str, Any], overrides: tuple[str, ...] | list[str] | str = ()) -> Any:
     """The recipe's model (a ``torch.nn.Module``) from a recipe object, path or mapping, built from
     the registry the recipe was validated with."""
     from nestkit.recipe import Recipe as _Recipe

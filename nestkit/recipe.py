@@ -319,7 +319,7 @@ def _at_model_rate(datasets: dict[str, DatasetConfig | None], model: ComponentCo
 
 
 def load_recipe(
-    path: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), registry: Registry | None = None,
+    path: str | Path | Mapping[str, Any], overrides: Iterable[str] | str = (), registry: Registry | None = None,
     notes: list[str] | None = None,
 ) -> Recipe:
     """Load, resolve and validate a recipe file (or mapping) with ``dotted.key=value`` overrides
@@ -335,7 +335,7 @@ def load_recipe(
     else:
         source = str(path)
         raw = load_raw(Path(path), written=written)
-    overrides = list(overrides)
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)  # one override, not its letters
     notes = notes if notes is not None else []
     copied: dict[str, str] = {}
     overridden = {text.partition("=")[0].strip() for text in overrides}

@@ -336,3 +336,8 @@ def test_the_file_named_follows_lists_references_copies_and_component_switches(t
         f"{mid}: model.train_ds.batch_augmentor.prob: input should be less than or equal to 1, got 2"]  # once
     assert errors("model:\n  optim:\n    sched:\n      name: NoamAnnealing\n") == [  # the file that switched it
         f"{mid}: model.optim.sched.d_model: required field is missing"]
+
+
+def test_one_override_may_be_given_as_a_string() -> None:
+    """Not read letter by letter ('override 't' must look like dotted.key=value', ...)."""
+    assert load_recipe(ROOT / "recipes" / "nest_demo.yaml", "trainer.max_steps=100").trainer.max_steps == 100
