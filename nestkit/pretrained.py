@@ -11,7 +11,6 @@ Shapes, everywhere in nestkit: NeMo's channels-first layout. Features and encode
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,7 +20,7 @@ import yaml
 from nestkit.errors import CheckpointError, NestkitError
 from nestkit.recipe import Recipe, load_recipe
 from nestkit.train.atomic_write import atomic_save
-from nestkit.train.checkpoint import FORMAT, VERSION, load_checkpoint
+from nestkit.train.checkpoint import FORMAT, VERSION, load_checkpoint, read_tensors
 from nestkit.train.export import ENCODER_FORMAT
 
 
@@ -76,13 +75,7 @@ def _read_encoder_file(path: Path) -> dict[str, Any]:
     """An ``export-encoder`` file, read on the CPU without running any code from it."""
     if not path.is_file():
         raise CheckpointError(f"no encoder file at {path}")
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user-facing error
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable encoder file (corrupt or truncated?): {reason}") from None
+    state = read_tensors(path, "encoder file")
     if not isinstance(state, dict) or state.get("format") != ENCODER_FORMAT:
         raise CheckpointError(f"{path}: not a file of `nestkit export-encoder` (use nestkit.load_model for checkpoints)")
     return state

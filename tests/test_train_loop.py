@@ -68,6 +68,25 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
         ckpt.load_checkpoint(path)
 
 
+def test_a_nemo_archive_or_a_recipe_given_as_a_checkpoint_is_named_for_what_it_is(tmp_path: Path) -> None:
+    import tarfile
+
+    import nestkit
+    from conftest import ROOT
+
+    config = tmp_path / "model_config.yaml"
+    config.write_text("sample_rate: 16000\n")
+    archive = tmp_path / "model.tar"  # a .nemo archive under another name: known by its contents
+    with tarfile.open(archive, "w") as tar:
+        tar.add(config, arcname="./model_config.yaml")
+    with pytest.raises(CheckpointError) as caught:
+        ckpt.load_checkpoint(archive)
+    assert str(caught.value) == (f"{archive} is a .nemo archive, not a checkpoint: convert it with "
+                                 f"`nestkit import-nemo {archive} OUT.ckpt` and use OUT.ckpt")
+    with pytest.raises(CheckpointError, match=r"nest_demo.yaml is a recipe, not an encoder file$"):
+        nestkit.load_encoder(ROOT / "recipes" / "nest_demo.yaml")
+
+
 def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "last.ckpt"
     atomic_save({"format": ckpt.FORMAT, "model": {"w": torch.ones(3)}}, target)

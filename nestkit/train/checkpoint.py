@@ -9,6 +9,7 @@ untouched.
 from __future__ import annotations
 
 import re
+import tarfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +26,38 @@ LAST = "last.ckpt"
 _BEST = re.compile(r"^best-step=(\d+)-val_loss=([-+0-9.eEinfa]+)\.ckpt$")
 
 
+def read_tensors(path: Path, what: str) -> Any:
+    """``torch.load`` of ``path`` on the CPU without running any code from it; a file that does not
+    load is one line, saying what it is when it is a .nemo archive or a recipe (``what``: the
+    kind of file expected: "checkpoint")."""
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user-facing error
+        a_what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
+        if path.suffix == ".nemo" or (tarfile.is_tarfile(path) and "model_config.yaml" in _tar_names(path)):
+            raise CheckpointError(f"{path} is a .nemo archive, not {a_what}: convert it with "
+                                  f"`nestkit import-nemo {path} OUT.ckpt` and use OUT.ckpt") from None
+        if path.suffix in (".yaml", ".yml"):
+            raise CheckpointError(f"{path} is a recipe, not {a_what}") from None
+        raise CheckpointError(f"{path} is not a readable {what} (corrupt or truncated?): {reason(exc)}") from None
+
+
+def _tar_names(path: Path) -> list[str]:
+    try:
+        with tarfile.open(path) as tar:
+            return [name.removeprefix("./") for name in tar.getnames()]
+    except (tarfile.TarError, OSError):
+        return []
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a nestkit checkpoint on the CPU without running any code from it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user-facing error
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason(exc)}") from None
+    state = read_tensors(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise CheckpointError(f"{path} is not a nestkit checkpoint (no '{FORMAT}' header)")
     return state
