@@ -275,6 +275,8 @@ def validate(
     if checked_model is not None:
         _at_model_rate(datasets, checked_model[1], problems)
     trainer = _typed(TrainerConfig, data.get("trainer"), "trainer", registry, problems)
+    if trainer is not None:
+        problems.extend(_fractions_of_unknown_lengths(trainer, datasets))
     exp_manager = _typed(ExpManagerConfig, data.get("exp_manager"), "exp_manager", registry, problems)
     if problems:
         problems = without_echoes(problems, copied or {})
@@ -294,6 +296,22 @@ def validate(
         registry=registry,
         source=source,
     )
+
+
+def _fractions_of_unknown_lengths(trainer: TrainerConfig, datasets: Mapping[str, DatasetConfig | None]) -> list[RecipeError]:
+    """A fraction of an epoch needs the epoch's length, which tarred and Lhotse data do not know."""
+    problems = []
+    for key, value, fraction, split, unit in (
+        ("val_check_interval", trainer.val_check_interval, isinstance(trainer.val_check_interval, float), "train_ds", "steps"),
+        ("limit_val_batches", trainer.limit_val_batches,
+         isinstance(trainer.limit_val_batches, float) and trainer.limit_val_batches < 1, "validation_ds", "batches"),  # 1.0: all
+    ):
+        ds = datasets.get(split)
+        if fraction and ds is not None and (ds.is_tarred or ds.use_lhotse):
+            kind = "Lhotse" if ds.use_lhotse else "tarred"
+            problems.append(RecipeError(f"{value} is a fraction of an epoch, and model.{split} is {kind} data, whose epoch "
+                                        f"length is unknown: give a number of {unit}", key=f"trainer.{key}"))
+    return problems
 
 
 def model_sample_rate(config: ComponentConfig) -> int | None:

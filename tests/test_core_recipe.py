@@ -341,3 +341,30 @@ def test_the_file_named_follows_lists_references_copies_and_component_switches(t
 def test_one_override_may_be_given_as_a_string() -> None:
     """Not read letter by letter ('override 't' must look like dotted.key=value', ...)."""
     assert load_recipe(ROOT / "recipes" / "nest_demo.yaml", "trainer.max_steps=100").trainer.max_steps == 100
+
+
+def test_epoch_fractions_and_counts_are_told_apart_at_validation() -> None:
+    """A float above 1 would silently act as its whole part; a fraction needs data of known length,
+    which tarred and Lhotse data lack: both are recipe errors, not tracebacks mid-run."""
+    demo = ROOT / "recipes" / "nest_demo.yaml"
+    with pytest.raises(RecipeErrors) as caught:
+        load_recipe(demo, ["trainer.val_check_interval=1.5", "trainer.limit_val_batches=2.5"])
+    assert [line.split(": ", 2)[1] for line in str(caught.value).splitlines()] == [
+        "trainer.val_check_interval", "trainer.limit_val_batches"]
+    counted = load_recipe(demo, ["trainer.val_check_interval=1000.0", "trainer.limit_val_batches=0.5"]).trainer
+    assert (counted.val_check_interval, type(counted.val_check_interval), counted.limit_val_batches) == (1000, int, 0.5)
+
+    tarred = ["model.train_ds.is_tarred=true", "model.train_ds.tarred_audio_filepaths=a_{0..1}.tar",
+              "model.validation_ds.is_tarred=true", "model.validation_ds.tarred_audio_filepaths=b.tar"]
+    with pytest.raises(RecipeErrors) as caught:
+        load_recipe(demo, [*tarred, "trainer.val_check_interval=1.0", "trainer.limit_val_batches=0.5"])
+    lines = str(caught.value).splitlines()
+    assert [line.split(": ", 2)[1] for line in lines] == ["trainer.val_check_interval", "trainer.limit_val_batches"]
+    assert all("is tarred data, whose epoch length is unknown: give a number of" in line for line in lines), lines
+    # whole counts, and limit_val_batches 1.0 (all of it), need no length
+    assert load_recipe(demo, [*tarred, "trainer.val_check_interval=20", "trainer.limit_val_batches=1.0"]).trainer.val_check_interval == 20
+
+
+def test_tarred_data_without_shards_is_a_recipe_error() -> None:
+    with pytest.raises(RecipeError, match=r"model.train_ds: is_tarred is true but tarred_audio_filepaths is not set"):
+        load_recipe(ROOT / "recipes" / "nest_demo.yaml", ["model.train_ds.is_tarred=true"])

@@ -194,8 +194,9 @@ def test_recipe_keys_nestkit_refuses(data: dict[str, str], tmp_path: Path) -> No
     assert "exactly one of cuts_path" in problem(**lhotse_ds(cuts_path=data["cuts"], shar_path=data["shar"]))
     assert "cuts_path, bucket_buffer_size need use_lhotse: true" in problem(cuts_path=data["cuts"], bucket_buffer_size=5)
     assert "manifest_filepath is a NeMo manifest" in problem(**lhotse_ds(cuts_path=data["cuts"], manifest_filepath="x.json"))
-    # a shipped recipe (a NeMo tarred-data section) switches to Lhotse once its tar shuffle buffer is null
-    switch = ["model.train_ds.use_lhotse=true", f"model.train_ds.cuts_path={data['cuts']}"]
+    # a shipped recipe (a NeMo tarred-data section) switches to Lhotse once its tar shuffle buffer is null and
+    # validation comes every N steps (its 1.0, once an epoch, needs an epoch length that Lhotse data lacks)
+    switch = ["model.train_ds.use_lhotse=true", f"model.train_ds.cuts_path={data['cuts']}", "trainer.val_check_interval=500"]
     with pytest.raises(RecipeError, match=r"model.train_ds: shuffle_n is the buffer of NeMo tarred data; with use_lhotse: true set shuffle_n: null"):
         load_recipe(ROOT / "recipes" / "nest_fast_conformer.yaml", switch)
     assert load_recipe(ROOT / "recipes" / "nest_fast_conformer.yaml", [*switch, "model.train_ds.shuffle_n=null"]).train_ds.use_lhotse

@@ -78,6 +78,8 @@ def lhotse_problem(cfg: DatasetConfig) -> str | None:
         given = [k for k in LHOTSE_FIELDS if k in cfg.model_fields_set]
         if given:
             return f"{', '.join(given)} need{'s' if len(given) == 1 else ''} use_lhotse: true"
+        if cfg.is_tarred and cfg.tarred_audio_filepaths is None:
+            return "is_tarred is true but tarred_audio_filepaths is not set"
         return None
     if (cfg.cuts_path is None) == (cfg.shar_path is None):
         return ("use_lhotse: true reads exactly one of cuts_path (a Lhotse CutSet .jsonl/.jsonl.gz) "

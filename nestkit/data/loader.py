@@ -251,8 +251,6 @@ def build_dataloader(
         raise DataError(f"dataset sample_rate {cfg.sample_rate} differs from the model's {sample_rate}")
     if cfg.trim_silence:
         raise DataError("trim_silence: true is not supported by nestkit's data path (set it to false)")
-    if cfg.is_tarred and cfg.tarred_audio_filepaths is None:
-        raise DataError("is_tarred is true but tarred_audio_filepaths is not set")
     augmentor = None
     if cfg.batch_augmentor is not None:  # built here: a bad section fails before any worker starts
         if registry is None:

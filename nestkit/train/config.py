@@ -59,6 +59,16 @@ class TrainerConfig(_Section):
         default_factory=TargetHealthConfig, description="warnings about collapsed targets or no context gain over the token prior"
     )
 
+    @field_validator("val_check_interval", "limit_val_batches")
+    @classmethod
+    def _fraction_or_count(cls, value: int | float) -> int | float:
+        """A float is a fraction (<= 1); above 1 it must be a whole count: 1.5 would act as 1."""
+        if isinstance(value, float) and value > 1:
+            if not value.is_integer():
+                raise ValueError("a float is a fraction of an epoch (at most 1.0); a count is a whole number")
+            return int(value)
+        return value
+
     @field_validator("strategy")
     @classmethod
     def _strategy(cls, value: str) -> str:

@@ -27,7 +27,8 @@ def batch_limit(limit: int | float, loader: TrainLoader) -> int | None:
             return None
         total = loader.num_batches()
         if total is None:
-            raise RecipeError("a fractional limit_val_batches needs a validation set of known length (tarred data has none); "
+            raise RecipeError("a fractional limit_val_batches needs a validation set of known length (tarred and Lhotse data "
+                              "have none); "
                               "give a number of batches", key="trainer.limit_val_batches")
         return max(1, int(total * limit))
     return int(limit)
@@ -38,7 +39,8 @@ def validation_interval(interval: int | float, accumulate: int, train_loader: Tr
     if isinstance(interval, float) and interval <= 1.0:
         total = train_loader.num_batches()
         if total is None:
-            raise RecipeError("a fractional val_check_interval needs training data of known length (tarred data has none); "
+            raise RecipeError("a fractional val_check_interval needs training data of known length (tarred and Lhotse data "
+                              "have none); "
                               "give a step count", key="trainer.val_check_interval")
         return max(1, int(total * interval / accumulate))
     return int(interval)
