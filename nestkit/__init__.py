@@ -102,7 +102,10 @@ def build_model(recipe: Recipe | str | Path | dict[str, Any], overrides: tuple[s
 
 def list_components(kind: str | None = None) -> list[Component]:
     """Every installed component (optionally of one kind), with its provider."""
-    return [c for c in _installed() if kind is None or c.kind == kind]
+    registry = _installed()
+    if kind is not None:
+        registry.require_kind(kind)
+    return [c for c in registry if kind is None or c.kind == kind]
 
 
 def plugin_failures() -> list[PluginFailure]:

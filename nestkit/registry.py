@@ -182,6 +182,11 @@ class Registry:
     def kinds(self) -> tuple[str, ...]:
         return KINDS
 
+    def require_kind(self, kind: str) -> None:
+        """Refuse a kind nestkit does not have (``encoders`` for ``encoder``) instead of finding nothing."""
+        if kind not in KINDS:
+            raise RecipeError(f"unknown kind '{kind}'{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
+
     def __iter__(self) -> Iterator[Component]:
         for key in sorted(self._components):
             yield from self._components[key]
@@ -191,6 +196,7 @@ class Registry:
 
     def get(self, kind: str, name: str, key: str = "") -> Component:
         """Look up ``name`` (or ``provider:name``) of ``kind``; errors name the recipe key."""
+        self.require_kind(kind)
         where = key or kind
         provider, _, bare = name.rpartition(":")
         candidates = self._components.get((kind, bare), [])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_nestkit
+from nestkit.errors import RecipeError
 
 DEMO = "recipes/nest_demo.yaml"
 
@@ -54,7 +55,16 @@ def test_missing_recipe_file() -> None:
 
 def test_unknown_kind_in_describe() -> None:
     line = one_error_line(run_nestkit("describe", "encodr", "fast_conformer"))
-    assert line == "error: unknown kind 'encodr'; did you mean 'encoder'?"
+    assert line.startswith("error: unknown kind 'encodr'; did you mean 'encoder'? (kinds: preprocessor, encoder, "), line
+
+
+def test_an_unknown_kind_in_python_is_an_error_not_an_empty_list() -> None:
+    import nestkit
+
+    for call in (lambda: nestkit.list_components("encoders"), lambda: nestkit.build("encoders", {"name": "fast_conformer"})):
+        with pytest.raises(RecipeError, match=r"^unknown kind 'encoders'; did you mean 'encoder'\?"):
+            call()
+    assert "fast_conformer" in [c.name for c in nestkit.list_components("encoder")]
 
 
 def test_debug_flag_shows_the_traceback() -> None:

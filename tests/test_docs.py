@@ -8,7 +8,6 @@ show a command nobody checked.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex

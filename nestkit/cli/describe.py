@@ -6,7 +6,6 @@ import typer
 from pydantic_core import PydanticUndefined
 
 from nestkit.cli.common import loaded_registry
-from nestkit.errors import RecipeError, did_you_mean
 from nestkit.registry import Component
 
 
@@ -26,9 +25,7 @@ def describe(
         nestkit describe encoder fast_conformer
     """
     registry = loaded_registry()
-    if kind not in registry.kinds():
-        raise RecipeError(f"unknown kind '{kind}'{did_you_mean(kind, registry.kinds())}")
-    component = registry.get(kind, name)
+    component = registry.get(kind, name)  # an unknown kind is named first
     from rich.console import Console
     from rich.table import Table
 

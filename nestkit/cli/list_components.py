@@ -7,7 +7,6 @@ import json
 import typer
 
 from nestkit.cli.common import loaded_registry
-from nestkit.errors import RecipeError, did_you_mean
 
 
 def list_components(
@@ -23,8 +22,8 @@ def list_components(
         nestkit list-components --kind encoder --json
     """
     registry = loaded_registry()
-    if kind is not None and kind not in registry.kinds():
-        raise RecipeError(f"unknown kind '{kind}'{did_you_mean(kind, registry.kinds())} (kinds: {', '.join(registry.kinds())})")
+    if kind is not None:
+        registry.require_kind(kind)
     items = [c for c in registry if kind is None or c.kind == kind]
     if as_json:
         payload = {
