@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,19 @@ def test_forward_outputs_and_metrics() -> None:
     out.loss.backward()
     assert model.quantizer.proj.weight.grad is None and model.masking.mask_embedding.grad is None
     assert model.encoder.layers[0].self_attn.qkv.weight.grad is not None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((torch.zeros(16000), torch.tensor([16000])), "audio is a tensor (16000,) torch.float32, expected (B, T) float samples"),
+    ((torch.zeros(3, 16000, dtype=torch.int16), torch.tensor([1, 2, 3])), "audio is a tensor (3, 16000) torch.int16"),
+    ((torch.zeros(3, 16000), torch.tensor([1.0, 2.0, 3.0])), "audio_len is a tensor (3,) torch.float32, expected (3,) integer"),
+    ((torch.zeros(3, 16000), [16000] * 3), "audio_len is a list of 3, expected (3,) integer sample counts"),
+    ((torch.zeros(3, 16000), torch.tensor([1, 2, 3]), torch.zeros(2, 16000)), "noisy_audio_len is a tensor (3,) torch.int64, expected (2,)"),
+])
+def test_python_callers_get_the_input_contract_not_a_conv_error(args: tuple, message: str) -> None:
+    model = nestkit.build("model", nest_section())
+    with pytest.raises(ValueError, match=f"^NEST model input: {re.escape(message)}"):
+        model(*args)
 
 
 def test_forward_without_noisy_audio_and_without_mask() -> None:

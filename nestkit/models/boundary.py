@@ -43,6 +43,20 @@ def encoding_problem(out: Any, batch: int, channels: int | None) -> str | None:
     return None
 
 
+def audio_problem(audio: Any, lengths: Any, name: str = "audio") -> str | None:
+    """Why ``audio``/``lengths`` are not a model's input, (B, T) float samples and (B,) integer
+    lengths, or None. Shapes only: that every length fits T is not read back from the device."""
+    def typed(value: Any) -> str:
+        return _described(value) + (f" {value.dtype}" if isinstance(value, Tensor) else "")
+
+    if not isinstance(audio, Tensor) or audio.dim() != 2 or not audio.is_floating_point():
+        return f"{name} is {typed(audio)}, expected (B, T) float samples"
+    if (not isinstance(lengths, Tensor) or tuple(lengths.shape) != tuple(audio.shape[:1])
+            or lengths.is_floating_point() or lengths.dtype == torch.bool):
+        return f"{name}_len is {typed(lengths)}, expected ({audio.shape[0]},) integer sample counts"
+    return None
+
+
 def loss_problem(loss: Any, training: bool) -> str | None:
     """Why ``loss`` cannot be what a training step backpropagates, or None."""
     if not isinstance(loss, Tensor) or loss.dim() != 0 or not loss.is_floating_point():

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from nestkit.contracts import SUBSAMPLING, require
 from nestkit.errors import RecipeError
-from nestkit.models.boundary import checked, encoding_problem, loss_problem
+from nestkit.models.boundary import audio_problem, checked, encoding_problem, loss_problem
 from nestkit.registry import Component, ComponentConfig, Registry, section_field
 
 from nestkit.components.conformer import FastConformerConfig
@@ -189,6 +189,10 @@ class NestModel(nn.Module):
         apply_mask: bool = True,
     ) -> NestOutput:
         """audio (B, T) clean, noisy_audio (B, T) or None (then the clean audio is the input)."""
+        problem = audio_problem(audio, audio_len) or (
+            None if noisy_audio is None else audio_problem(noisy_audio, audio_len if noisy_audio_len is None else noisy_audio_len, "noisy_audio"))
+        if problem is not None:
+            raise ValueError(f"NEST model input: {problem}")
         feats, feats_len = self.preprocessor(audio, audio_len)
         if noisy_audio is None:
             noisy, noisy_len = feats, feats_len
