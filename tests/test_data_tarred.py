@@ -7,6 +7,8 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from conftest import run_nestkit
 from nestkit.data import build_dataloader, demo_manifests
 from nestkit.data.config import DatasetConfig
@@ -49,3 +51,39 @@ def test_write_then_read_each_item_once(tmp_path: Path) -> None:
                 seen.update(batch.indices.tolist())
             assert loader.skipped == {}
         assert set(seen.values()) == {1} and len(seen) == 480
+
+
+def test_a_shard_damaged_mid_file_is_reported_not_silently_cut(tmp_path: Path) -> None:
+    """tarfile ends a streamed archive quietly at a damaged member header: the items after it
+    would vanish without a count. The shard is reported unreadable, the items before it kept."""
+    train, _, _ = demo_manifests()
+    assert run_nestkit("shard", str(train), "--out-dir", str(tmp_path), "--num-shards", "2").returncode == 0
+    shard = tmp_path / "audio_1.tar"
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    damaged = bytearray(shard.read_bytes())
+    damaged[members[5].offset:members[5].offset + 100] = b"\xff" * 100  # the sixth member's header
+    shard.write_bytes(bytes(damaged))
+    cfg = DatasetConfig(manifest_filepath=str(tmp_path / "tarred_audio_manifest.json"), is_tarred=True,
+                        tarred_audio_filepaths=str(tmp_path / "audio_{0..1}.tar"), sample_rate=8000, batch_size=16,
+                        shuffle_n=0, num_workers=0)
+    loader = build_dataloader(cfg, sample_rate=8000, train=False, seed=0)
+    read = sum(len(batch) for batch in loader)
+    assert loader.skipped == {"shard_unreadable": 1}
+    assert read == 240 + 5  # the intact shard, and the five members before the damage
+    assert loader.skipped_report().first == {"shard_unreadable": [str(shard)]}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_shards_that_all_fail_are_still_counted(tmp_path: Path, num_workers: int) -> None:
+    """With no item read at all there is no batch to carry the counts: they come in an empty one,
+    so a run stops with 'all 2 shards ... missing' instead of blaming the batch size."""
+    train, _, _ = demo_manifests()
+    assert run_nestkit("shard", str(train), "--out-dir", str(tmp_path), "--num-shards", "2").returncode == 0
+    cfg = DatasetConfig(manifest_filepath=str(tmp_path / "tarred_audio_manifest.json"), is_tarred=True,
+                        tarred_audio_filepaths=str(tmp_path / "gone_{0..1}.tar"), sample_rate=8000, batch_size=16,
+                        shuffle_n=16, num_workers=num_workers)
+    loader = build_dataloader(cfg, sample_rate=8000, train=True, seed=0)
+    assert sum(len(batch) for batch in loader) == 0
+    assert loader.skipped == {"shard_missing": 2}
+    assert loader.skipped_report().explain().startswith(f"all 2 shards of {tmp_path / 'tarred_audio_manifest.json'} were skipped")

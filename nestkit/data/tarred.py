@@ -60,6 +60,15 @@ def shard_paths(spec: str | Sequence[str]) -> list[str]:
     return out
 
 
+def _ended_early(tar: tarfile.TarFile) -> bool:
+    """Whether a streamed archive stopped at a damaged header: tarfile then ends the iteration
+    quietly, as at the end of the archive, but what follows is not the zero padding of a real end."""
+    while chunk := tar.fileobj.read(1 << 16):
+        if any(chunk):
+            return True
+    return False
+
+
 class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
     """Streams batches of ``batch_size`` utterances from this rank's and worker's shards."""
 
@@ -111,6 +120,8 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
                         data = handle.read() if handle is not None else b""
                         for index in indices:
                             yield self.reader.item(ItemRef.of(self.manifest, index), self.epoch, io.BytesIO(data))
+                    if _ended_early(tar):
+                        raise tarfile.ReadError("a damaged member header ends the archive before its end")
             except (OSError, tarfile.TarError, EOFError) as exc:
                 key = "shard_missing" if isinstance(exc, FileNotFoundError) else "shard_unreadable"
                 failures[key] = failures.get(key, 0) + 1
@@ -165,6 +176,8 @@ class TarredBatchStream(torch.utils.data.IterableDataset[AudioBatch]):
                 chunk = [p for p in chunk if isinstance(p, SkippedItem)]
             if chunk or failures:
                 yield emit(chunk)
+        if failures or lost:  # nothing was read at all (every shard missing): the failures still count
+            yield emit([])
 
 
 def write_shards(
