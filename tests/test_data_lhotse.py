@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from collections import Counter
 from itertools import islice
@@ -221,3 +222,24 @@ def test_without_lhotse(data: dict[str, str], tmp_path: Path, monkeypatch: pytes
     cfg = DatasetConfig(manifest_filepath=str(train), noise_manifest=str(noise), batch_size=4, batch_augmentor=MIX)
     batch = next(iter(build_dataloader(cfg, sample_rate=16000, train=True, seed=0)))
     assert len(batch) == 4 and batch.augmented
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_broken_shar_shard_is_skipped_and_named(data: dict[str, str], tmp_path: Path, num_workers: int) -> None:
+    """A truncated recording tar ends its shard (counted as a NeMo tar shard is); a truncated cuts
+    file is a one-line error naming it. Neither is a traceback from a loader worker."""
+    shar = tmp_path / "shar"
+    shutil.copytree(data["shar"], shar)
+    recording = shar / "recording.000001.tar"
+    recording.write_bytes(recording.read_bytes()[: recording.stat().st_size // 2])
+    cfg = DatasetConfig(**lhotse_ds(shar_path=str(shar)), sample_rate=8000, num_workers=num_workers)
+    loader = build_dataloader(cfg, sample_rate=8000, train=True, seed=0)
+    read = sum(len(batch) for batch in loader)
+    assert loader.skipped == {"shard_unreadable": 1}
+    assert SPEECH - SHARD_SIZE < read < SPEECH  # the shard's cuts before the cut-off are kept
+    assert loader.skipped_report().first == {"shard_unreadable": [str(recording)]}
+
+    cuts = shar / "cuts.000000.jsonl.gz"
+    cuts.write_bytes(cuts.read_bytes()[:40])
+    with pytest.raises(DataError, match=rf"^{cuts}: unreadable cuts file \(EOFError: "):
+        sum(len(batch) for batch in build_dataloader(cfg, sample_rate=8000, train=True, seed=0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -130,14 +131,28 @@ def cuts_file(path: str) -> Path:
     return file
 
 
+class CutsFile:
+    """The cuts of one ``.jsonl``/``.jsonl.gz`` file, read lazily; a file that breaks off
+    (truncated, not JSON) is a one-line DataError naming it, not a gzip or JSON traceback."""
+
+    def __init__(self, path: Path | str, cuts: Iterable[Cut]) -> None:
+        self.path, self.cuts = path, cuts
+
+    def __iter__(self) -> Iterator[Cut]:
+        try:
+            yield from self.cuts
+        except (OSError, EOFError, ValueError) as exc:
+            raise DataError(f"{self.path}: unreadable cuts file ({type(exc).__name__}: {exc})") from None
+
+
 def cut_metadata(path: Path) -> CutSet:
     """The cuts of ``cuts_path``, numbered by line, read lazily."""
-    return CutSet(NumberedCuts([(0, LazyManifestIterator(path))]))
+    return CutSet(NumberedCuts([(0, CutsFile(path, LazyManifestIterator(path)))]))
 
 
 def shar_metadata(shards: list[dict[str, str]]) -> CutSet:
     """Every shard's cut metadata, numbered (no audio read)."""
-    return CutSet(NumberedCuts([(k << SHARD_BITS, LazySharIterator(fields={"cuts": [s["cuts"]]}))
+    return CutSet(NumberedCuts([(k << SHARD_BITS, CutsFile(s["cuts"], LazySharIterator(fields={"cuts": [s["cuts"]]})))
                                 for k, s in enumerate(shards)]))
 
 
@@ -280,14 +295,42 @@ class SharBatchStream(torch.utils.data.IterableDataset[tuple[int, AudioBatch]]):
             return
         me = self.rank * workers + worker
         epoch = self.epoch if self.train else 0
-        parts = [(k << SHARD_BITS, LazySharIterator(fields={"cuts": [self.shards[k]["cuts"]],
-                                                           "recording": [self.shards[k]["recording"]]})) for k in mine]
+        lost: list[str] = []  # "shard_unreadable: path" of the shards that broke off since the last batch
+        parts = [(k << SHARD_BITS, GuardedShard(self.shards[k], lost)) for k in mine]
         sampler = self.settings.sampler(CutSet(NumberedCuts(parts)), seed=batch_seed(self.seed, me), rank=0,
                                         world_size=1, epoch=self.epoch)
         skip = self.skip[worker] if worker < len(self.skip) else 0
+        position = 0
         for position, cuts in enumerate(sampler):
             if position >= skip:
-                yield worker, make_batch(self.reader, cuts, epoch, batch_seed(self.seed, epoch, me, position))
+                batch = make_batch(self.reader, cuts, epoch, batch_seed(self.seed, epoch, me, position))
+                yield worker, _with_lost(batch, lost)
+        if lost:  # a shard broke off after the last batch, or no batch came at all: the failure still counts
+            yield worker, _with_lost(self.reader.batch([], batch_seed(self.seed, epoch, me, position + 1), {}), lost)
+
+
+class GuardedShard:
+    """One Shar shard's cuts with their audio; a shard that breaks off (truncated or damaged tar or
+    cuts file) ends there and is named in ``lost``, as a damaged NeMo tar shard is."""
+
+    def __init__(self, fields: dict[str, str], lost: list[str]) -> None:
+        self.fields, self.lost = fields, lost
+
+    def __iter__(self) -> Iterator[Cut]:
+        try:
+            yield from LazySharIterator(fields={name: [path] for name, path in self.fields.items()})
+        except (OSError, EOFError, tarfile.TarError, ValueError):
+            self.lost.append(f"shard_unreadable: {self.fields['recording']}")
+
+
+def _with_lost(batch: AudioBatch, lost: list[str]) -> AudioBatch:
+    """``batch`` also carrying the shards lost since the last one (then forgotten)."""
+    for entry in lost:
+        reason = entry.split(":", 1)[0]
+        batch.skipped[reason] = batch.skipped.get(reason, 0) + 1
+    batch.skipped_examples = lost[:] + batch.skipped_examples
+    lost.clear()
+    return batch
 
 
 # ---------------------------------------------------------------------------- noise
