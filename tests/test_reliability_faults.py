@@ -8,9 +8,11 @@ Each scenario is a bounded subprocess of a tiny model on the bundled demo data
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +117,8 @@ def test_truncated_last_checkpoint_falls_back_to_an_intact_one(baseline: Baselin
 # ---------------------------------------------------------------------------- SIGTERM / SIGINT
 
 
-@pytest.mark.parametrize(("sig", "code", "devices"), [(signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 2)])
+@pytest.mark.parametrize(("sig", "code", "devices"), [(signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 1), (signal.SIGHUP, 129, 1),
+                                                     (signal.SIGTERM, 143, 2)])
 def test_signal_saves_a_final_checkpoint_and_exits_cleanly(baseline: Baseline, sig: signal.Signals, code: int,
                                                            devices: int) -> None:
     """Alone, and as the launcher of two ranks (torch's launcher reports the signal as an exception)."""
@@ -134,6 +137,33 @@ def test_signal_saves_a_final_checkpoint_and_exits_cleanly(baseline: Baseline, s
     assert rc == 0, err
     assert f"at step {stopped_at}" in out
     assert tr.same_weights(baseline.weights, tr.model_of(folder / "last.ckpt")) == []
+
+
+def test_ranks_stop_and_save_when_their_launcher_is_killed(baseline: Baseline) -> None:
+    """SIGKILL of `nestkit train --devices 2` leaves no orphan training on: each rank gets SIGHUP
+    from the kernel (parent-death signal, repeated once per thread of the launcher), saves a
+    complete checkpoint and exits."""
+    name = "launcher-killed"
+    run = tr.Training(baseline.recipe, name, "--devices", "2", env={"PYTHON_EXEC": sys.executable})  # real child ranks
+    ranks: list[int] = []
+    try:
+        assert run.wait_for_line("step 3/"), run.finish()
+        ranks = [p for p in tr.descendants(run.proc.pid) if tr.env_of(p).get("RANK") is not None]
+        assert len(ranks) == 2, ranks
+        os.kill(run.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while any(tr.alive(p) for p in ranks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(tr.alive(p) for p in ranks), "a rank trained on after its launcher died"
+    finally:
+        for p in ranks:
+            tr.kill_tree(p)
+        run.finish(timeout=60)
+    folder = tr.checkpoints(baseline.exp_dir, name)
+    stopped_at = load_checkpoint(folder / "last.ckpt")["step"]
+    assert 3 <= stopped_at < tr.MAX_STEPS
+    assert load_checkpoint(folder / f"step={stopped_at:08d}.ckpt")["step"] == stopped_at
+    assert not list(folder.glob(".*.tmp-*")), "a save was cut off"
 
 
 # ---------------------------------------------------------------------------- disk full

@@ -45,6 +45,8 @@ def train(
 
     # a worker of `--devices N` (or a rank > 0 of torchrun) says nothing its launcher (rank 0) said
     worker = bool(os.environ.get(distributed.LAUNCHED_ENV)) or os.environ.get("RANK", "0") != "0"
+    if os.environ.get(distributed.LAUNCHED_ENV):
+        distributed.stop_with_launcher()
     resolved = load_cli_recipe(recipe, overrides or (), quiet=worker)
     wanted = distributed.parse_devices(devices) if devices is not None else resolved.trainer.devices
     if not distributed.launched_by_torchrun():
@@ -59,7 +61,9 @@ def train(
 
     result = run(resolved, devices=wanted)
     if result.stopped_by:
-        raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)
+        from nestkit.train.stopping import exit_code
+
+        raise typer.Exit(exit_code(result.stopped_by))
 
 
 def export_encoder(

@@ -8,8 +8,11 @@ timeouts so a dead rank cannot hang the others forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
@@ -72,7 +75,7 @@ def parse_devices(text: str) -> int | str:
 
 LAUNCHED_ENV = worker_errors.LAUNCHED_ENV
 PEER_LOST_EXIT = 3  # a worker that stopped because another one died (not the cause)
-_QUIET_EXITS = (PEER_LOST_EXIT, 130, 143)
+_QUIET_EXITS = (PEER_LOST_EXIT, 129, 130, 143)
 
 
 def relaunch(nproc: int, argv: list[str]) -> int:
@@ -80,7 +83,7 @@ def relaunch(nproc: int, argv: list[str]) -> int:
     process, so a failure is reported as one line naming the rank that died); their exit code."""
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-    os.environ[LAUNCHED_ENV] = "1"
+    os.environ[LAUNCHED_ENV] = str(os.getpid())  # the workers' parent: they stop when it dies
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
@@ -93,8 +96,11 @@ def relaunch(nproc: int, argv: list[str]) -> int:
         "--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "--monitor-interval=1",
         "-m", "nestkit.cli.main", *argv,
     ])
-    with tempfile.TemporaryDirectory(prefix="nestkit-errors-") as errors:
+    with tempfile.TemporaryDirectory(prefix="nestkit-launch-") as launch:
+        errors = os.path.join(launch, "errors")
+        os.mkdir(errors)
         os.environ[worker_errors.ERRORS_ENV] = errors
+        args.log_dir = os.path.join(launch, "logs")  # else the launcher leaves a /tmp/torchelastic_* folder per run
         try:
             run(args)
         except ChildFailedError as err:
@@ -127,6 +133,31 @@ def is_peer_failure(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return any(s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "ProcessGroupGloo", "NCCL"))
+
+
+def stop_with_launcher() -> None:
+    """Ask Linux to send this worker SIGHUP when its launcher dies, even by SIGKILL: the ranks then
+    save and stop instead of training on, orphaned, and holding the run folder's lock."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGHUP)
+    launcher = os.environ.get(LAUNCHED_ENV, "")
+    if launcher.isdigit() and not _exists(int(launcher)):  # gone before the request took hold
+        os.kill(os.getpid(), signal.SIGHUP)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def setup(devices: int | str, accelerator: str) -> DistInfo:

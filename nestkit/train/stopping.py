@@ -12,12 +12,14 @@ from nestkit.train import distributed as dist_utils
 from nestkit.train.distributed import DistInfo
 
 # SIGTERM exists everywhere Python runs, but not every platform delivers it: take what exists.
-_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+# SIGHUP: the terminal closed, or (a worker of --devices N) the launcher died; the kernel may
+# repeat the latter, once per thread of the dead launcher.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves and exits at a step boundary. A second
-    signal gives up at once."""
+    """SIGINT/SIGTERM/SIGHUP set a flag; the loop saves and exits at a step boundary. A second
+    SIGINT or SIGTERM gives up at once (a repeated SIGHUP does not: nobody sent it twice)."""
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
@@ -28,9 +30,12 @@ class StopRequest:
         return self.signal_name is not None
 
     def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
         if self.signal_name is not None:
+            if name == "SIGHUP":
+                return
             raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
+        self.signal_name = name
 
     def __enter__(self) -> StopRequest:
         for sig in _STOP_SIGNALS:
@@ -41,6 +46,12 @@ class StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def exit_code(stopped_by: str) -> int:
+    """A stopped run's exit code, as the shell reports the signal that stopped it (128 + its number)."""
+    stopped = getattr(signal, stopped_by, None) if stopped_by.startswith("SIG") else None
+    return 128 + int(stopped) if stopped is not None else 128 + 15  # another rank's request: as SIGTERM
 
 
 def explain_crash(exc: RuntimeError, info: DistInfo) -> BaseException:
