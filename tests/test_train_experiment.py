@@ -38,10 +38,24 @@ def test_a_resume_the_checkpoint_cannot_take_is_one_line_and_changes_nothing(fin
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "model.encoder.n_layers 1 -> 2" in lines[0]
-    assert "exp_manager.name=" in lines[0] and "exp_manager.resume_from_checkpoint=" in lines[0]
+    assert "model.encoder.n_layers 1 -> 2" in lines[0] and "its weights do not fit the model" in lines[0]
     assert (folder / "recipe.yaml").read_text() == recipe_text  # the folder still describes its run
     assert _snapshot(folder) == before
+    # the advice leads somewhere: a new experiment trains (the old advice sent it back to these weights)
+    assert lines[0].endswith("put them back, or train a new experiment (exp_manager.name=NEW)"), lines[0]
+    new = run_nestkit("train", str(recipe), "model.optim.lr=0.05", "trainer.max_steps=2", "model.encoder.n_layers=2",
+                      "exp_manager.name=NEW", env=FAST)
+    assert new.returncode == 0, new.stderr
+    assert load_checkpoint(folder.parent / "NEW" / "checkpoints" / "last.ckpt")["step"] == 2
+    # weights that fit, but targets that would change (another quantizer): refused as well, and said so
+    targets = run_nestkit("train", str(recipe), "model.optim.lr=0.05", "trainer.max_steps=8", "model.quantizer.dist_fn=cosine",
+                          env=FAST)
+    assert targets.returncode == 2 and "model.quantizer.dist_fn 'l2' -> 'cosine'); continuing would change the targets" \
+        in targets.stderr, targets.stderr
+    assert _snapshot(folder) == before
+    # a default written out (the saved recipe leaves dist_fn unset) changes nothing
+    same = run_nestkit("train", str(recipe), "model.optim.lr=0.05", "model.quantizer.dist_fn=l2", env=FAST)
+    assert same.returncode == 0 and "is finished: step 4" in same.stdout and "dist_fn" not in same.stdout, same.stdout + same.stderr
 
 
 def test_a_finished_run_says_so_and_how_to_continue(finished_run: tuple[Path, Path]) -> None:

@@ -94,7 +94,7 @@ class Trainer:
         self.keeper = ckpt.CheckpointKeeper.of(self.experiment.checkpoints, self.exp_cfg)
         found = find_resume(self.exp_cfg, self.keeper, self._say)
         self.position = Position()
-        plan = restore(found, self.parts, self.train_loader, self.info, self.position, self.keeper, self._say, self.recipe.to_yaml())
+        plan = restore(found, self.parts, self.train_loader, self.info, self.position, self.keeper, self._say, self.recipe)
         self.metrics.load_state_dict(plan.target_stats)
         self.saved_at = self.position.step if plan.last_is_current else -1
         self.consecutive_bad, self.stopped_by = 0, None

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nestkit.train import checkpoint as ckpt
 from nestkit.train import distributed as dist_utils
 from nestkit.train import rng
+from nestkit.recipe import Recipe
 from nestkit.train.distributed import DistInfo
+from nestkit.train.recipe_changes import Change, recipe_changes
 from nestkit.train.setup import TrainingParts
 
 
@@ -81,39 +81,15 @@ FIXED_KEYS = ("model.quantizer.", "model.num_classes", "model.num_books", "model
 FREE_MODEL_KEYS = ("model.train_ds.", "model.validation_ds.", "model.test_ds.", "model.optim.")
 
 
-@dataclass(frozen=True)
-class Change:
-    key: str
-    old: Any
-    new: Any
-
-    def __str__(self) -> str:
-        return f"{self.key} {self.old!r} -> {self.new!r}"
-
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict) or not data:
-        return {prefix.rstrip("."): data} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flat(value, f"{prefix}{key}."))
-    return out
-
-
-def recipe_changes(saved: str, current: str) -> list[Change]:
-    """The keys whose values differ between a checkpoint's recipe and this run's."""
-    old, new = _flat(yaml.safe_load(saved or "{}") or {}), _flat(yaml.safe_load(current) or {})
-    missing = "(unset)"
-    return [Change(k, old.get(k, missing), new.get(k, missing)) for k in sorted(old.keys() | new.keys())
-            if old.get(k, missing) != new.get(k, missing)]
-
-
-def _cannot_take(path: Path, changes: list[Change]) -> ckpt.CheckpointError:
+def _cannot_take(path: Path, changes: list[Change], *, fits: bool) -> ckpt.CheckpointError:
+    """Why the run cannot continue from ``path``: its weights do not fit the model the recipe now
+    builds, or (``fits``) they do but the targets they were trained on would change."""
     listed = "; ".join(str(c) for c in changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    why = ("continuing would change the targets its training predicts" if fits
+           else "its weights do not fit the model the recipe now builds")
     return ckpt.CheckpointError(
-        f"{path} was trained with other model settings than the recipe now has ({listed}); this run cannot take them: "
-        "put them back, or start a new experiment (exp_manager.name=NEW), adding "
-        f"exp_manager.resume_from_checkpoint={path} to start it from these weights")
+        f"{path} was trained with other model settings than the recipe now has ({listed}); {why}: "
+        "put them back, or train a new experiment (exp_manager.name=NEW)")
 
 
 def _load_optimizer(parts: TrainingParts, state: dict[str, Any], retuned: bool) -> None:
@@ -145,7 +121,7 @@ def _load_optimizer(parts: TrainingParts, state: dict[str, Any], retuned: bool) 
 
 def restore(
     found: tuple[Path, dict[str, Any]] | None, parts: TrainingParts, loader: Any, info: DistInfo,
-    position: Position, keeper: ckpt.CheckpointKeeper | None, say: Any, recipe_yaml: str,
+    position: Position, keeper: ckpt.CheckpointKeeper | None, say: Any, recipe: Recipe,
 ) -> ResumePlan:
     """Load ``found`` into the parts, loader and position; how the run continues. Only the
     recipe's data, optimizer and trainer settings may differ from the checkpoint's (listed)."""
@@ -159,14 +135,14 @@ def restore(
             raise _mismatch(path, exc, "model") from None
         say(f"initialised the model from {path} (weights only); training starts at step 0")
         return ResumePlan()
-    changes = recipe_changes(state.get("recipe", ""), recipe_yaml)
+    changes = recipe_changes(state.get("recipe", ""), recipe)
     model_changes = [c for c in changes if c.key.startswith("model.") and not c.key.startswith(FREE_MODEL_KEYS)]
     if any(c.key.startswith(FIXED_KEYS) for c in changes):
-        raise _cannot_take(path, [c for c in changes if c.key.startswith(FIXED_KEYS)])
+        raise _cannot_take(path, [c for c in changes if c.key.startswith(FIXED_KEYS)], fits=True)
     try:
         parts.model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise (_cannot_take(path, model_changes) if model_changes else _mismatch(path, exc, "model")) from None
+        raise (_cannot_take(path, model_changes, fits=False) if model_changes else _mismatch(path, exc, "model")) from None
     try:
         _load_optimizer(parts, state, retuned=any(c.key.startswith("model.optim.") for c in changes))
     except (RuntimeError, ValueError, KeyError) as exc:
