@@ -70,6 +70,22 @@ def test_a_finished_run_says_so_and_how_to_continue(finished_run: tuple[Path, Pa
     assert _snapshot(folder) == before
 
 
+def test_a_run_that_does_not_train_leaves_no_new_folder(finished_run: tuple[Path, Path]) -> None:
+    """Another run's checkpoint as resume_from_checkpoint: already past max_steps, it says so (it
+    said 'done' and copied the checkpoint); not fitting, it fails. Either way no folder is left."""
+    recipe, folder = finished_run
+    last = folder / "checkpoints" / "last.ckpt"
+    past = run_nestkit("train", str(recipe), "model.optim.lr=0.05", "trainer.max_steps=2", "exp_manager.name=past",
+                       f"exp_manager.resume_from_checkpoint={last}", env=FAST)
+    assert past.returncode == 0, past.stderr
+    assert f"nothing to train: {last} is at step 4, past trainer.max_steps=2; to train it further, run again with " \
+           "trainer.max_steps=N (N > 4)" in past.stdout, past.stdout
+    unfit = run_nestkit("train", str(recipe), "model.optim.lr=0.05", "model.encoder.n_layers=2", "exp_manager.name=unfit",
+                        f"exp_manager.resume_from_checkpoint={last}", env=FAST)
+    assert unfit.returncode == 2 and "its weights do not fit" in unfit.stderr, unfit.stderr
+    assert not (folder.parent / "past").exists() and not (folder.parent / "unfit").exists()
+
+
 def test_settings_a_resume_can_take_are_applied_and_listed(finished_run: tuple[Path, Path]) -> None:
     recipe, folder = finished_run
     result = run_nestkit("train", str(recipe), "model.optim.lr=0.02", "trainer.max_steps=6", env=FAST)

@@ -7,10 +7,12 @@ a run that cannot start leaves the experiment as it was.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +54,31 @@ class Experiment:
         root = Path(exp.exp_dir) if exp.exp_dir else Path(DEFAULT_ROOT)
         return cls((root / (exp.name or recipe.name)).absolute())
 
-    def make_folders(self) -> None:
+    def make_folders(self) -> list[Path]:
+        """The folder and checkpoints/; those made here now, outermost first."""
+        missing = [p for p in (*reversed(self.checkpoints.parents), self.checkpoints) if not p.exists()]
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _unwritable(self.folder, exc) from None
+        return missing
+
+    @contextlib.contextmanager
+    def claimed(self, main: bool, say: Any) -> Iterator[None]:
+        """The folder made and locked by rank 0 while the block runs; afterwards unlocked, and the
+        folders made for it removed again if nothing was written into them (a run that could not
+        start leaves no empty experiment behind)."""
+        lock, made = RunLock(self.folder), []
+        if main:
+            made = self.make_folders()
+            lock.acquire(say)
+        try:
+            yield
+        finally:
+            lock.release()
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):  # not empty: something was written, keep it
+                    folder.rmdir()
 
     def write_recipe(self, text: str) -> None:
         """The resolved recipe, replaced atomically."""

@@ -21,12 +21,12 @@ from nestkit.train import distributed as dist_utils
 from nestkit.train import rng
 from nestkit.train.batches import DataWait, accumulation_groups, empty_epoch_error
 from nestkit.train.data import build_loaders
-from nestkit.train.experiment import Experiment, RunLock
+from nestkit.train.experiment import Experiment
 from nestkit.train.faults import Faults
 from nestkit.train.logging import ScalarLogger
 from nestkit.train.metrics import TrainMetrics, run_metrics
 from nestkit.train.progress import Progress, validation_line
-from nestkit.train.report import RunSkips, TrainResult, conclude, finished_line, start_summary
+from nestkit.train.report import RunSkips, TrainResult, conclude, nothing_to_train, start_summary
 from nestkit.train.setup import build_parts, configure_blocks, encoder_name, wrap_distributed
 from nestkit.train.state import Position, ResumePlan, checkpoint_state, find_resume, restore
 from nestkit.train.step import StepRunner
@@ -81,14 +81,8 @@ class Trainer:
     def _run(self, t_start: float) -> TrainResult:
         self.experiment = Experiment.of(self.recipe)
         self._build()  # first: a recipe whose model or data cannot be built leaves no folder behind
-        lock = RunLock(self.experiment.folder)
-        if self.info.is_main:
-            self.experiment.make_folders()
-            lock.acquire(self._say)
-        try:
+        with self.experiment.claimed(self.info.is_main, self._say):
             return self._resume_and_train(t_start)
-        finally:
-            lock.release()
 
     def _resume_and_train(self, t_start: float) -> TrainResult:
         self.keeper = ckpt.CheckpointKeeper.of(self.experiment.checkpoints, self.exp_cfg)
@@ -101,8 +95,9 @@ class Trainer:
         self.health: TargetHealthChecker | None = None
         self.validations: dict[int, dict[str, float]] = {}
         max_steps = self.cfg.max_steps if self.cfg.max_steps > 0 else None
-        if plan.last_is_current and max_steps is not None and self.position.step >= max_steps:
-            self._say(finished_line(self.experiment.folder, self.position.step, max_steps))
+        if done := nothing_to_train(self.experiment.folder, found[0] if found else None, plan.last_is_current,
+                                    bool(self.exp_cfg.resume_from_checkpoint), self.position.step, max_steps):
+            self._say(done)
             return self._finish(t_start, summary=False)
         if self.info.is_main:
             self.experiment.write_recipe(self.recipe.to_yaml())  # only now: the resume has succeeded

@@ -185,9 +185,17 @@ def compare_with_reference(path: Path, validations: dict[int, dict[str, float]])
             f"{curve[last]:+.3f} at step {last}; largest gap {gap:+.3f} at step {worst}, tolerance {REFERENCE_TOLERANCE_NATS})")
 
 
-def finished_line(folder: Path, step: int, max_steps: int) -> str:
-    return (f"{folder} is finished: step {step} of trainer.max_steps={max_steps}; "
-            f"to train it further, run again with trainer.max_steps=N (N > {step})")
+def nothing_to_train(folder: Path, resumed: Path | None, own: bool, explicit: bool, step: int, max_steps: int | None) -> str | None:
+    """What to say instead of training when the checkpoint a run resumed is already at (or past)
+    ``trainer.max_steps``: the run's own last.ckpt (``own``), or one given as
+    ``resume_from_checkpoint`` (``explicit``); None when steps are left, or when a newer step file
+    of the run's own must still become its last.ckpt."""
+    if max_steps is None or step < max_steps or resumed is None or not (own or explicit):
+        return None
+    further = f"to train it further, run again with trainer.max_steps=N (N > {step})"
+    if own:
+        return f"{folder} is finished: step {step} of trainer.max_steps={max_steps}; {further}"
+    return f"nothing to train: {resumed} is at step {step}, past trainer.max_steps={max_steps}; {further}"
 
 
 def conclude(result: TrainResult, recipe: Recipe, skipped: RunSkips, experiment: Any, say: Any, world_size: int = 1) -> None:
