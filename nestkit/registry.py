@@ -206,7 +206,8 @@ class Registry:
             installed = self.names(kind)
             hint = did_you_mean(bare, installed)
             listing = ", ".join(installed) if installed else "none"
-            raise RecipeError(f"unknown {kind} '{name}'{hint} (installed: {listing})", key=where)
+            broken = "".join(f"; plugin {f.plugin} ({f.provider}) failed to load: {f.error}" for f in self.failures[:2])
+            raise RecipeError(f"unknown {kind} '{name}'{hint} (installed: {listing}){broken}", key=where)
         if len(candidates) > 1:
             if any(c.provider == BUILTIN_PROVIDER for c in candidates):  # a plugin's clash never breaks recipes
                 return next(c for c in candidates if c.provider == BUILTIN_PROVIDER)

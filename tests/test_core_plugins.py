@@ -56,6 +56,23 @@ def test_plugin_component_builds_from_a_section(plugin_site: Path) -> None:
     assert result.stdout.strip() == "(2, 16, 8) [8, 5]"
 
 
+def test_python_users_learn_that_a_plugin_failed_when_its_component_is_missing(plugin_site: Path) -> None:
+    """The CLI warns about a plugin that failed to load; in Python the warning is easy to miss, so
+    the unknown-component error itself names the failure."""
+    code = (
+        "import nestkit\n"
+        "try:\n"
+        "    nestkit.build('encoder', {'name': 'broken_encoder'})\n"
+        "except nestkit.RecipeError as err:\n"
+        "    print(err)\n"
+    )
+    result = run_python("-c", code, env=plugins_env(plugin_site, "toy", "broken"), timeout=120)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("encoder.name: unknown encoder 'broken_encoder'") and "; plugin broken (nestkit-broken" in line, line
+    assert "failed to load: ModuleNotFoundError" in line and "nestkit_dependency_that_does_not_exist" in line, line
+
+
 def test_plugins_can_be_disabled_by_name(plugin_site: Path) -> None:
     result = run_nestkit(
         "list-components", "--json", env=plugins_env(plugin_site)  # NESTKIT_DISABLE_PLUGINS names all four
