@@ -44,6 +44,13 @@ def test_broken_plugin_warns_once_and_cli_keeps_working(plugin_site: Path) -> No
     assert [f["plugin"] for f in failed] == ["broken"]
 
 
+def _python_with_toy_and_broken(plugin_site: Path, code: str) -> str:
+    """What ``python -c code`` prints with the toy and the broken plugin installed."""
+    result = run_python("-c", code, env=plugins_env(plugin_site, "toy", "broken"), timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_plugin_component_builds_from_a_section(plugin_site: Path) -> None:
     code = (
         "import torch, nestkit\n"
@@ -51,9 +58,7 @@ def test_plugin_component_builds_from_a_section(plugin_site: Path) -> None:
         "y, n = enc(torch.zeros(2, 80, 64), torch.tensor([64, 40]))\n"
         "print(tuple(y.shape), n.tolist())\n"
     )
-    result = run_python("-c", code, env=plugins_env(plugin_site, "toy", "broken"), timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(2, 16, 8) [8, 5]"
+    assert _python_with_toy_and_broken(plugin_site, code) == "(2, 16, 8) [8, 5]"
 
 
 def test_python_users_learn_that_a_plugin_failed_when_its_component_is_missing(plugin_site: Path) -> None:
@@ -66,9 +71,7 @@ def test_python_users_learn_that_a_plugin_failed_when_its_component_is_missing(p
         "except nestkit.RecipeError as err:\n"
         "    print(err)\n"
     )
-    result = run_python("-c", code, env=plugins_env(plugin_site, "toy", "broken"), timeout=120)
-    assert result.returncode == 0, result.stderr
-    line = result.stdout.strip()
+    line = _python_with_toy_and_broken(plugin_site, code)
     assert line.startswith("encoder.name: unknown encoder 'broken_encoder'") and "; plugin broken (nestkit-broken" in line, line
     assert "failed to load: ModuleNotFoundError" in line and "nestkit_dependency_that_does_not_exist" in line, line
 
