@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from nestkit.errors import NestkitError
 from nestkit.train import worker_errors
+from nestkit.train.experiment import process_alive
 
 DEFAULT_TIMEOUT_S = 600
 
@@ -146,18 +147,8 @@ def stop_with_launcher() -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGHUP)
     launcher = os.environ.get(LAUNCHED_ENV, "")
-    if launcher.isdigit() and not _exists(int(launcher)):  # gone before the request took hold
+    if launcher.isdigit() and not process_alive(int(launcher)):  # gone before the request took hold
         os.kill(os.getpid(), signal.SIGHUP)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def setup(devices: int | str, accelerator: str) -> DistInfo:

@@ -92,7 +92,7 @@ class Experiment:
             raise _unwritable(self.folder, exc) from None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether process ``pid`` of this host still runs (unknown counts as alive)."""
     if os.name == "nt":  # signal 0 means CTRL_C_EVENT there: never probe
         return True
@@ -123,7 +123,7 @@ class RunLock:
                 holder = self._holder()
                 if holder is None:
                     continue
-                if holder.get("host") == self.mine["host"] and not _alive(int(holder.get("pid", -1))):
+                if holder.get("host") == self.mine["host"] and not process_alive(int(holder.get("pid", -1))):
                     say(f"note: took over the lock of a run that is gone (pid {holder.get('pid')}, started {holder.get('started')})")
                     self.path.unlink(missing_ok=True)
                     continue

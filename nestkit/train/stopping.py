@@ -19,7 +19,7 @@ _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "S
 
 class StopRequest:
     """SIGINT/SIGTERM/SIGHUP set a flag; the loop saves and exits at a step boundary. A second
-    SIGINT or SIGTERM gives up at once (a repeated SIGHUP does not: nobody sent it twice)."""
+    SIGINT or SIGTERM gives up at once; a repeated SIGHUP does not (the kernel repeats it)."""
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
