@@ -67,6 +67,16 @@ def test_an_unknown_kind_in_python_is_an_error_not_an_empty_list() -> None:
     assert "fast_conformer" in [c.name for c in nestkit.list_components("encoder")]
 
 
+def test_a_message_quoting_a_multi_line_library_error_is_still_one_line() -> None:
+    from nestkit.cli.common import error_lines
+    from nestkit.errors import CheckpointError, RecipeErrors
+
+    quoted = CheckpointError("x.nemo: unreadable (tried:\n- method gz: not gzip\n- method tar: bad header)")
+    assert error_lines(quoted) == ["error: x.nemo: unreadable (tried: - method gz: not gzip - method tar: bad header)"]
+    both = RecipeErrors([RecipeError("a\nb", key="k"), RecipeError("c", key="m")])
+    assert error_lines(both) == ["error: k: a b", "error: m: c"]
+
+
 def test_debug_flag_shows_the_traceback() -> None:
     result = run_nestkit("--debug", "validate", DEMO, "model.encoder.n_heads=eight", "--no-params")
     assert result.returncode != 0

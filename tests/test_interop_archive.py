@@ -88,7 +88,8 @@ def test_pickled_code_in_weights_is_refused(tmp_path: Path) -> None:
 def test_not_an_archive(tmp_path: Path) -> None:
     bad = tmp_path / "x.nemo"
     bad.write_bytes(b"not a tar file at all")
-    with pytest.raises(CheckpointError, match="not a .nemo archive"):
+    with pytest.raises(CheckpointError) as caught:
         read_nemo_archive(bad)
+    assert str(caught.value) == f"{bad}: not a .nemo archive (a .nemo is a tar file, plain or compressed)"  # one line
     with pytest.raises(CheckpointError, match="no such file"):
         read_nemo_archive(tmp_path / "missing.nemo")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,8 @@ def error_lines(err: NestkitError) -> list[str]:
     """``error: ...`` lines for a user error: one per problem, the first MAX_ERROR_LINES of them
     and then how many more there are."""
     problems = err.errors if isinstance(err, RecipeErrors) else [err]
-    lines = [f"error: {problem}" for problem in problems[:MAX_ERROR_LINES]]
+    # one line each, even where a message quotes a library's multi-line text
+    lines = ["error: " + re.sub(r"\s*\n\s*", " ", str(problem).strip()) for problem in problems[:MAX_ERROR_LINES]]
     if len(problems) > MAX_ERROR_LINES:
         lines.append(f"error: ... and {len(problems) - MAX_ERROR_LINES} more problems")
     return lines

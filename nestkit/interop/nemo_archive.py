@@ -45,8 +45,10 @@ def read_nemo_archive(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
         archive = tarfile.open(path, "r:*")
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except (tarfile.TarError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a .nemo archive ({exc})") from None
+    except tarfile.TarError:  # its message lists every compression tried, one per line
+        raise CheckpointError(f"{path}: not a .nemo archive (a .nemo is a tar file, plain or compressed)") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     with archive:
         files: dict[str, tarfile.TarInfo] = {}
         for member in archive.getmembers():
