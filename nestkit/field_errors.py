@@ -4,6 +4,7 @@ but ``nestkit.errors``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,14 @@ def describe_input(value: Any) -> str:
         return repr(value)
     if isinstance(value, (dict, list)):
         return type(value).__name__
+    if isinstance(value, bool) or value is None:
+        return _as_yaml(repr(value))
     return repr(value)
+
+
+def _as_yaml(text: str) -> str:
+    """Python's True/False/None in a message as a recipe spells them (true/false/null)."""
+    return re.sub(r"\b(True|False|None)\b", lambda m: {"True": "true", "False": "false", "None": "null"}[m.group(1)], text)
 
 
 _EXPECTED = {
@@ -61,7 +69,7 @@ def _error_line(err: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[
     if etype in _EXPECTED:
         return ".".join(loc), f"expected {_EXPECTED[etype]}, got {describe_input(value)}"
     if etype in ("literal_error", "enum"):
-        expected = err.get("ctx", {}).get("expected", "")
+        expected = _as_yaml(str(err.get("ctx", {}).get("expected", "")))
         return ".".join(loc), f"expected {expected}, got {describe_input(value)}"
     msg = str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
@@ -80,7 +88,7 @@ def _wanted(err: Mapping[str, Any]) -> str:
     if etype in _EXPECTED:
         return _EXPECTED[etype]
     if etype in ("literal_error", "enum"):
-        return str(ctx.get("expected", "one of its values"))
+        return _as_yaml(str(ctx.get("expected", "one of its values")))
     if etype in _BOUNDS:
         name, sign = _BOUNDS[etype]
         return f"a number {sign} {ctx.get(name)}"

@@ -33,6 +33,7 @@ def one_error_line(result) -> str:  # noqa: ANN001
         ("model.encodr.n_layers=3", f"error: {DEMO}: override 'model.encodr.n_layers=3': model has no key 'encodr'; did you mean 'encoder'?"),
         ("trainer.precision=fp8", f"error: {DEMO}: trainer.precision: "),
         ("model.optim.lr=-1", f"error: {DEMO}: model.optim.lr: input should be greater than 0, got -1"),
+        ("model.train_ds.trim_silence=true", f"error: {DEMO}: model.train_ds.trim_silence: expected false, got true"),
     ],
 )
 def test_recipe_errors_are_one_line(override: str, expected: str) -> None:
@@ -46,6 +47,17 @@ def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
     line = one_error_line(run_nestkit("validate", str(bad)))
     assert line.startswith(f"error: {bad}:5:"), line
     assert "YAML syntax error" in line
+
+
+def test_several_machines_without_torchrun_is_an_error_not_a_one_machine_run() -> None:
+    from nestkit.recipe import load_recipe
+    from nestkit.train.loop import Trainer
+
+    line = one_error_line(run_nestkit("train", DEMO, "trainer.num_nodes=2"))
+    assert line.startswith(f"error: {DEMO}: trainer.num_nodes: 2 machines need torchrun on each of them (torchrun --nnodes 2 "), line
+    with pytest.raises(RecipeError, match=r"trainer.num_nodes: 2 machines need torchrun"):
+        Trainer(load_recipe(DEMO, "trainer.num_nodes=2"))
+    assert run_nestkit("validate", DEMO, "trainer.num_nodes=2", "--no-params").returncode == 0  # torchrun may run it
 
 
 def test_missing_recipe_file() -> None:

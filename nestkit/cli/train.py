@@ -49,6 +49,7 @@ def train(
         distributed.stop_with_launcher()
     resolved = load_cli_recipe(recipe, overrides or (), quiet=worker)
     wanted = distributed.parse_devices(devices) if devices is not None else resolved.trainer.devices
+    distributed.check_nodes(resolved.trainer.num_nodes, resolved.source)
     if not distributed.launched_by_torchrun():
         nproc = distributed.wanted_processes(wanted, resolved.trainer.accelerator)
         if nproc > 1:

@@ -41,8 +41,8 @@ class DatasetConfig(BaseModel):
     )
     augment_on_device: bool = Field(False, description="run the batch augmentor on the training device instead of in the loader")
     max_skipped_items: int | None = Field(None, ge=0, description="fail when more items than this are unusable (null: never)")
-    use_start_end_token: bool = False
-    trim_silence: bool = False
+    use_start_end_token: Literal[False] = Field(False, description="NeMo key for transcripts; pretraining reads none, so only false")
+    trim_silence: Literal[False] = Field(False, description="NeMo key; nestkit does not trim silence, so only false")
     seed: int | None = Field(None, description="seed of this loader's shuffling, noise and mixing (null: trainer.seed)")
     # Lhotse data (NeMo's LhotseDataLoadingConfig names; nestkit.data.lhotse reads them)
     use_lhotse: bool = Field(False, description="read cuts_path or shar_path with Lhotse's samplers (needs nestkit[lhotse])")

@@ -249,8 +249,6 @@ def build_dataloader(
         raise DataError("manifest_filepath is not set (nestkit.data.demo_manifests() gives the bundled demo data)")
     if cfg.sample_rate != sample_rate:
         raise DataError(f"dataset sample_rate {cfg.sample_rate} differs from the model's {sample_rate}")
-    if cfg.trim_silence:
-        raise DataError("trim_silence: true is not supported by nestkit's data path (set it to false)")
     augmentor = None
     if cfg.batch_augmentor is not None:  # built here: a bad section fails before any worker starts
         if registry is None:

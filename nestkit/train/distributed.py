@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nestkit.errors import NestkitError
+from nestkit.errors import NestkitError, RecipeError
 from nestkit.train import worker_errors
 from nestkit.train.experiment import process_alive
 
@@ -50,6 +50,15 @@ class DistInfo:
 def launched_by_torchrun() -> bool:
     """True inside a worker started by torchrun (or ``--devices N``)."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def check_nodes(num_nodes: int, source: str = "") -> None:
+    """``trainer.num_nodes`` > 1 is a run torchrun starts on each machine; from one plain process
+    it would silently train on this machine alone."""
+    if num_nodes > 1 and not launched_by_torchrun():
+        raise RecipeError(f"{num_nodes} machines need torchrun on each of them (torchrun --nnodes {num_nodes} "
+                          "--nproc-per-node N --rdzv-endpoint HOST:PORT -m nestkit.cli.main train RECIPE); "
+                          "for this machine alone set trainer.num_nodes=1", key="trainer.num_nodes", file=source)
 
 
 def wanted_processes(devices: int | str, accelerator: str) -> int:

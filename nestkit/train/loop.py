@@ -46,6 +46,7 @@ class Trainer:
         self._model, self._loader_factory, self._announce = model, loader_factory, announce
         if self.cfg.max_steps <= 0 and self.cfg.max_epochs is None:
             raise RecipeError("set trainer.max_steps or trainer.max_epochs (training would never end)", key="trainer.max_steps")
+        dist_utils.check_nodes(self.cfg.num_nodes, recipe.source)
         self.faults = Faults.from_env()
 
     def _say(self, text: str) -> None:
