@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import run_nestkit
+from conftest import ROOT, run_nestkit
 from nestkit.data import build_dataloader, demo_manifests
 from nestkit.data.config import DatasetConfig
 from nestkit.data.tarred import expand_braces, shard_paths
@@ -87,3 +88,31 @@ def test_shards_that_all_fail_are_still_counted(tmp_path: Path, num_workers: int
     assert sum(len(batch) for batch in loader) == 0
     assert loader.skipped == {"shard_missing": 2}
     assert loader.skipped_report().explain().startswith(f"all 2 shards of {tmp_path / 'tarred_audio_manifest.json'} were skipped")
+
+
+def test_an_epoch_bound_is_refused_for_ranks_reading_their_own_shards(tmp_path: Path) -> None:
+    """Three shards for two ranks: one rank ends its epoch early and stopped while the other still
+    stepped (a gloo 'collective mismatch' abort at the run's end). Refused before the first step."""
+    train, _, _ = demo_manifests()
+    assert run_nestkit("shard", str(train), "--out-dir", str(tmp_path), "--num-shards", "3").returncode == 0
+    tarred = ["model.train_ds.is_tarred=true", f"model.train_ds.manifest_filepath={tmp_path / 'tarred_audio_manifest.json'}",
+              f"model.train_ds.tarred_audio_filepaths={tmp_path / 'audio_{0..2}.tar'}", "model.train_ds.shuffle_n=16"]
+    result = run_nestkit("train", str(ROOT / "recipes" / "nest_demo.yaml"), "--devices", "2", *tarred,
+                         f"exp_manager.exp_dir={tmp_path / 'exp'}", "trainer.max_steps=-1", "trainer.max_epochs=1")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "trainer.max_epochs: cannot bound a run of 2 processes on tarred or Lhotse data" in lines[0]
+    assert not (tmp_path / "exp").exists()
+
+    from nestkit.train.batches import check_epoch_bound
+    from nestkit.train.distributed import DistInfo
+
+    cfg = DatasetConfig(manifest_filepath=str(tmp_path / "tarred_audio_manifest.json"), is_tarred=True,
+                        tarred_audio_filepaths=str(tmp_path / "audio_{0..2}.tar"), sample_rate=8000, batch_size=8)
+    shards = build_dataloader(cfg, sample_rate=8000, train=True, seed=0)
+    listed = build_dataloader(DatasetConfig(manifest_filepath=str(train), sample_rate=8000, batch_size=8),
+                              sample_rate=8000, train=True, seed=0)
+    two, one = (DistInfo(rank=0, world_size=n, local_rank=0, device=torch.device("cpu")) for n in (2, 1))
+    check_epoch_bound(1, one, shards)  # alone: its epochs are the run's
+    check_epoch_bound(1, two, listed)  # a manifest is split evenly between ranks
+    check_epoch_bound(None, two, shards)

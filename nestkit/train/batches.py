@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nestkit.errors import DataError
+from nestkit.errors import DataError, RecipeError
 from nestkit.train.contracts import TrainLoader
 from nestkit.train.distributed import DistInfo
 from nestkit.train.state import Position, ResumePlan
@@ -22,6 +22,16 @@ def empty_epoch_error(train_cfg: Any, info: DistInfo, loader: TrainLoader) -> Da
         "model.train_ds yields no batch: too few usable utterances for "
         f"batch_size {train_cfg.batch_size} (drop_last={train_cfg.drop_last}) across "
         f"{info.world_size} process(es); lower the batch size or add data")
+
+
+def check_epoch_bound(max_epochs: int | None, info: DistInfo, loader: TrainLoader, source: str = "") -> None:
+    """An epoch bound needs ranks that end their epochs together. Tarred and Lhotse data (no
+    known length) give each rank its own shards, so one rank would stop while the others still
+    step, and the run would die in a mismatched collective at its very end."""
+    if max_epochs is not None and info.distributed and loader.num_batches() is None:
+        raise RecipeError(f"cannot bound a run of {info.world_size} processes on tarred or Lhotse data: each rank "
+                          "reads its own shards and ends its epochs at its own step; bound it by "
+                          "trainer.max_steps and set trainer.max_epochs=null", key="trainer.max_epochs", file=source)
 
 
 class DataWait:

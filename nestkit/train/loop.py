@@ -19,7 +19,7 @@ from nestkit.health.warnings import TargetHealthChecker
 from nestkit.train import checkpoint as ckpt
 from nestkit.train import distributed as dist_utils
 from nestkit.train import rng
-from nestkit.train.batches import DataWait, accumulation_groups, empty_epoch_error
+from nestkit.train.batches import DataWait, accumulation_groups, check_epoch_bound, empty_epoch_error
 from nestkit.train.data import build_loaders
 from nestkit.train.experiment import Experiment
 from nestkit.train.faults import Faults
@@ -75,6 +75,7 @@ class Trainer:
         wrap_distributed(self.parts, find_unused_parameters=cfg.strategy == "ddp_find_unused_parameters_true")
         self.train_cfg, self.train_loader, self.val_loader = build_loaders(
             self.recipe, self._loader_factory, seed=cfg.seed, rank=info.rank, world_size=info.world_size, say=self._say)
+        check_epoch_bound(cfg.max_epochs, info, self.train_loader, self.recipe.source)
         self.val_limit, self.val_every = validation_schedule(cfg, self.train_loader, self.val_loader)
         self.metrics = TrainMetrics(info.device, self.train_cfg.sample_rate, info.distributed)
         self.runner = StepRunner(self.parts, sink=self.metrics.add, gradient_clip_val=cfg.gradient_clip_val)
