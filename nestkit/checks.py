@@ -81,17 +81,9 @@ def unmaskable_utterances(recipe: Recipe) -> str | None:
 def missing_data_files(recipe: Recipe) -> list[str]:
     """A line per manifest or noise manifest the recipe names that does not exist here (a recipe
     may be validated on one machine for another, so this warns; training stops on it)."""
-    from nestkit.data.manifest import split_paths
-
-    lines = []
-    for split, ds in (("train_ds", recipe.train_ds), ("validation_ds", recipe.validation_ds)):
-        if ds is None:
-            continue
-        for key, value in (("manifest_filepath", ds.manifest_filepath), ("noise_manifest", ds.noise_manifest)):
-            missing = [str(path) for path in split_paths(value) if not path.exists()] if value else []
-            if missing:
-                lines.append(f"model.{split}.{key}: no such file here: {', '.join(missing)}")
-    return lines
+    return [f"model.{split}.{key}: no such file here: {', '.join(paths)}"
+            for split, ds in (("train_ds", recipe.train_ds), ("validation_ds", recipe.validation_ds)) if ds is not None
+            for key, paths in ds.missing_files().items()]
 
 
 def recipe_warnings(recipe: Recipe) -> list[str]:

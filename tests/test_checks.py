@@ -51,7 +51,7 @@ def test_no_warning_when_every_allowed_utterance_holds_a_block(manifest: Path) -
 
 def test_a_missing_manifest_warns_and_the_block_check_still_runs_without_a_share(tmp_path: Path) -> None:
     """validate may run on another machine than training: a missing file is a warning there, naming
-    the key; training on it stops with one line naming the section."""
+    the key; training on it stops with one line naming the key (a section names two manifests)."""
     missing = tmp_path / "none.json"
     code, lines = _validate("model.train_ds.min_duration=1.0", f"model.train_ds.manifest_filepath={missing}",
                             f"model.validation_ds.noise_manifest={missing},{RECIPES / 'nest_demo.yaml'}")
@@ -59,9 +59,10 @@ def test_a_missing_manifest_warns_and_the_block_check_still_runs_without_a_share
     assert lines[0] == f"warning: {RECIPES / 'nest_demo.yaml'}: model.train_ds.manifest_filepath: no such file here: {missing}"
     assert lines[1] == f"warning: {RECIPES / 'nest_demo.yaml'}: model.validation_ds.noise_manifest: no such file here: {missing}"
     assert "model.train_ds.min_duration (1 s): utterances under 5.00 s are never masked; lower" in lines[2]
-    train = run_nestkit("train", str(RECIPES / "nest_demo.yaml"), f"model.validation_ds.manifest_filepath={missing}",
-                        f"exp_manager.exp_dir={tmp_path / 'exp'}", "trainer.max_steps=1")
-    assert train.returncode == 2 and train.stderr.splitlines()[-1] == f"error: model.validation_ds: {missing}: no such manifest file"
+    for key in ("model.validation_ds.manifest_filepath", "model.train_ds.noise_manifest"):
+        train = run_nestkit("train", str(RECIPES / "nest_demo.yaml"), f"{key}={missing}",
+                            f"exp_manager.exp_dir={tmp_path / 'exp'}", "trainer.max_steps=1")
+        assert train.returncode == 2 and train.stderr.splitlines()[-1] == f"error: {key}: no such file: {missing}", train.stderr
     assert not (tmp_path / "exp").exists()
 
 

@@ -76,3 +76,11 @@ class DatasetConfig(BaseModel):
     def has_data(self) -> bool:
         """Whether the section names its data (a manifest, or Lhotse cuts or Shar)."""
         return self.manifest_filepath is not None or self.use_lhotse
+
+    def missing_files(self) -> dict[str, list[str]]:
+        """The manifests this section names that do not exist here, by key (``noise_manifest``: [...])."""
+        from nestkit.data.manifest import split_paths
+
+        named = {"manifest_filepath": self.manifest_filepath, "noise_manifest": self.noise_manifest}
+        missing = {key: [str(p) for p in split_paths(value) if not p.exists()] for key, value in named.items() if value}
+        return {key: paths for key, paths in missing.items() if paths}

@@ -49,6 +49,8 @@ def build_loaders(recipe: Any, factory: Any, *, seed: int, rank: int, world_size
         say(sets.note)
     if factory is None:
         from nestkit.data import build_dataloader as factory
+
+        _files_exist(sets)
     common = {"sample_rate": recipe.sample_rate, "seed": seed, "rank": rank, "world_size": world_size,
               "registry": recipe.registry}
     train = _loader(factory, "model.train_ds", sets.train, train=True, epoch=0, **common)
@@ -62,3 +64,10 @@ def _loader(factory: Any, key: str, cfg: DatasetConfig, **kwargs: Any) -> Any:
         return factory(cfg, **kwargs)
     except DataError as err:
         raise DataError(f"{key}: {err}") from err
+
+
+def _files_exist(sets: Datasets) -> None:
+    """A missing manifest, named by its key: a section names two (speech and noise)."""
+    for key, cfg in (("model.train_ds", sets.train), ("model.validation_ds", sets.validation)):
+        for name, paths in (cfg.missing_files() if cfg is not None else {}).items():
+            raise DataError(f"{key}.{name}: no such file: {', '.join(paths)}")
