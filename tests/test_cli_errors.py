@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import run_nestkit
 from nestkit.errors import RecipeError
@@ -58,6 +59,12 @@ def test_several_machines_without_torchrun_is_an_error_not_a_one_machine_run() -
     with pytest.raises(RecipeError, match=r"trainer.num_nodes: 2 machines need torchrun"):
         Trainer(load_recipe(DEMO, "trainer.num_nodes=2"))
     assert run_nestkit("validate", DEMO, "trainer.num_nodes=2", "--no-params").returncode == 0  # torchrun may run it
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_asked_for_on_a_machine_without_one() -> None:
+    line = one_error_line(run_nestkit("train", DEMO, "trainer.accelerator=gpu"))
+    assert line == "error: trainer.accelerator: 'gpu' but no CUDA device is available here (use 'auto' or 'cpu')"
 
 
 def test_missing_recipe_file() -> None:

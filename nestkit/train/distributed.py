@@ -167,7 +167,7 @@ def setup(devices: int | str, accelerator: str) -> DistInfo:
     local = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and devices != "cpu" and accelerator != "cpu"
     if accelerator == "gpu" and not torch.cuda.is_available():
-        raise NestkitError("trainer.accelerator is 'gpu' but no CUDA device is available (use 'auto' or 'cpu')")
+        raise RecipeError("'gpu' but no CUDA device is available here (use 'auto' or 'cpu')", key="trainer.accelerator")
     if use_cuda:
         if local >= torch.cuda.device_count():
             raise NestkitError(f"local rank {local} has no GPU: only {torch.cuda.device_count()} visible")
