@@ -246,3 +246,27 @@ def test_import_nemo_with_traversal_writes_nothing(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().startswith("error: ") and "path traversal" in done.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["evil.nemo", "inner"]
+
+
+def test_commands_never_write_over_their_input_or_into_a_runs_checkpoints(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """`export-encoder a.ckpt a.ckpt` replaced the training checkpoint with an encoder file, and
+    `import-nemo x.nemo RUN/checkpoints/last.ckpt` replaced a run's state with a model-only file
+    (the next resume silently went back to an older checkpoint). Both are refused, nothing written."""
+    _, last = trained
+    copy = tmp_path / "a.ckpt"
+    copy.write_bytes(last.read_bytes())
+    nemo = tmp_path / "a.nemo"
+    assert run_nestkit("export-nemo", str(last), str(nemo)).returncode == 0
+    before = {p: p.read_bytes() for p in (copy, last, nemo)}
+    for argv, why in [
+        (("export-encoder", str(copy), str(copy)), f"{copy} is also the input"),
+        (("export-nemo", str(copy), str(copy)), f"{copy} is also the input"),
+        (("import-nemo", str(nemo), str(nemo)), f"{nemo} is also the input"),
+        (("import-nemo", str(nemo), str(last)), f"{last} is in the checkpoints folder of the training run {last.parent.parent}"),
+        (("export-encoder", str(last), str(last.parent / "enc.pt")), "is in the checkpoints folder of the training run"),
+    ]:
+        result = run_nestkit(*argv)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and why in lines[0], (argv, result.stderr)
+    assert {p: p.read_bytes() for p in (copy, last, nemo)} == before
+    assert not (last.parent / "enc.pt").exists() and not last.with_suffix(".yaml").exists()

@@ -27,8 +27,11 @@ def import_nemo(
         nestkit train fc_ctc.yaml exp_manager.resume_from_checkpoint=fc_ctc.ckpt model.train_ds.manifest_filepath=data/train.json
     """
     from nestkit.errors import NestkitError
+    from nestkit.outputs import check_outputs
+
     if recipe is not None and not encoder_only:
         raise NestkitError(f"--recipe {recipe}: only used with --encoder-only (add it, or drop --recipe)")
+    check_outputs([out, out.with_suffix(".yaml")], [archive, *([recipe] if recipe else [])])
     if encoder_only:
         from nestkit.interop.nemo_encoder import import_nemo_encoder
 
@@ -53,7 +56,9 @@ def export_nemo(
         nestkit export-nemo nest_experiments/NEST-demo/checkpoints/last.ckpt demo.nemo
     """
     from nestkit.interop.nemo_archive import export_nemo as run
+    from nestkit.outputs import check_outputs
 
+    check_outputs([out], [checkpoint])
     path, notes = run(checkpoint, out)
     for line in notes:
         typer.echo(f"note: {line}")

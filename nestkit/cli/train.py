@@ -83,7 +83,10 @@ def export_encoder(
 
         nestkit export-encoder nest_experiments/NEST-demo/checkpoints/last.ckpt encoder.pt
     """
+    from nestkit.outputs import check_outputs
     from nestkit.train.export import export_encoder as write
+
+    check_outputs([out], [ckpt])
 
     path, n = write(ckpt, out)
     print(f"wrote {path}: {n} encoder tensors", file=sys.stdout)
