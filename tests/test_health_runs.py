@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from _train_recipe import write_recipe
@@ -52,4 +54,9 @@ def test_a_model_that_cannot_learn_gets_the_no_context_gain_warning(tmp_path: Pa
     for tag in ("target_perplexity", "target_top1_share", "target_classes_used", "unigram_loss", "context_gain",
                 "majority_accuracy", "val_unigram_loss", "val_context_gain"):
         assert tag in scalars, tag
-    assert "val context gain" in result.stdout  # the end summary
+    # the end summary's figures add up: gain = unigram baseline - masked-token NLL, as printed
+    found = re.search(r"val context gain +([+-][\d.]+) nats \(masked-token NLL ([\d.]+) vs unigram baseline ([\d.]+)\)",
+                      result.stdout)
+    assert found is not None, result.stdout
+    gain, nll, unigram = (float(g) for g in found.groups())
+    assert gain == pytest.approx(unigram - nll, abs=1.5e-3)

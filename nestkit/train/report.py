@@ -105,7 +105,7 @@ def end_summary(r: TrainResult, reference_line: str | None, skipped: RunSkips, s
         ("best val_loss", f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "n/a"),
     ]
     if "val_context_gain" in val:
-        rows.append(("val context gain", f"{val['val_context_gain']:+.3f} nats (val_loss {val['val_loss']:.4f} "
+        rows.append(("val context gain", f"{val['val_context_gain']:+.3f} nats (masked-token NLL {val['val_masked_nll']:.4f} "
                                          f"vs unigram baseline {val['val_unigram_loss']:.4f})"))
     rows.append(("last checkpoint", str(r.last_checkpoint) if r.last_checkpoint else "none"))
     if r.best_checkpoints:
