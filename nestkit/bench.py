@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nestkit.data.batch import AudioBatch, augment_on_its_device
 from nestkit.data.config import DatasetConfig
+from nestkit.devices import resolve_device
 from nestkit.errors import NestkitError
 from nestkit.train.metrics import TrainMetrics
 from nestkit.train.setup import PRECISIONS, autocast, build_parts, configure_blocks
@@ -84,21 +85,6 @@ def synthetic_batch(
     out = AudioBatch(audio=audio, audio_len=lengths, noise=noise, noise_len=lengths, noisy_audio=audio + noise,
                      noisy_audio_len=lengths, indices=torch.arange(batch), seed=seed)
     return out.to(device), float(lengths.sum()) / sample_rate
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``; a missing GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise NestkitError(f"--device: unknown device '{name}' (use auto, cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NestkitError("--device cuda: no CUDA GPU is available here (use --device cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise NestkitError(f"--device: unsupported device type '{device.type}' (use auto, cpu or cuda)")
-    return device
 
 
 def peak_tflops_for(device: torch.device, precision: str, given: float | None) -> tuple[float | None, str]:

@@ -20,6 +20,7 @@ import torch
 from nestkit.contracts import encoder_depth
 from nestkit.data.audio import AudioReadError, read_audio
 from nestkit.data.manifest import read_manifest
+from nestkit.devices import resolve_device
 from nestkit.errors import NestkitError
 from nestkit.pretrained import load_model
 
@@ -94,8 +95,7 @@ def extract_features(
     """
     if fmt not in ("npy", "pt"):
         raise NestkitError(f"unknown format '{fmt}' (use npy or pt)")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     model, recipe = load_model(checkpoint, device)
     if layers:
         check_layers(layers, encoder_depth(model, encoder_name=recipe.data["model"]["encoder"]["name"], needed_by="--layer",

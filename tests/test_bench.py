@@ -10,6 +10,7 @@ import torch
 
 import nestkit
 import nestkit.bench as nb
+from nestkit.devices import resolve_device
 from conftest import ROOT, run_nestkit, run_python
 
 DEMO = ROOT / "recipes" / "nest_demo.yaml"
@@ -94,9 +95,9 @@ def test_peak_tflops_and_device_resolution() -> None:
     cpu = torch.device("cpu")
     assert nb.peak_tflops_for(cpu, "bf16-mixed", 123.0) == (123.0, "--peak-tflops")
     assert nb.peak_tflops_for(cpu, "bf16-mixed", None)[0] is None
-    assert nb.resolve_device("cpu") == cpu
+    assert resolve_device("cpu") == cpu
     with pytest.raises(nb.NestkitError, match="unknown device"):
-        nb.resolve_device("gpu0")
+        resolve_device("gpu0")
 
 
 def test_padding_waste_benchmark_bucketing_beats_random_batches() -> None:

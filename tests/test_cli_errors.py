@@ -67,6 +67,18 @@ def test_gpu_asked_for_on_a_machine_without_one() -> None:
     assert line == "error: trainer.accelerator: 'gpu' but no CUDA device is available here (use 'auto' or 'cpu')"
 
 
+@pytest.mark.parametrize("verb", ["extract", "probe"])
+def test_a_bad_device_is_one_line_in_every_command_that_runs_a_model(verb: str, tmp_path: Path) -> None:
+    """bench said so; extract and probe ended in torch's traceback."""
+    manifest = "nestkit/demo_data/val_manifest.json"
+    args = [verb, "no_such.ckpt", manifest, *(["--label", "speaker"] if verb == "probe" else [str(tmp_path / "out")])]
+    line = one_error_line(run_nestkit(*args, "--device", "tpu"))
+    assert line == "error: --device: unknown device 'tpu' (use auto, cpu or cuda)"
+    if not torch.cuda.is_available():
+        line = one_error_line(run_nestkit(*args, "--device", "cuda"))
+        assert line == "error: --device cuda: no CUDA GPU is available here (use --device cpu)"
+
+
 def test_missing_recipe_file() -> None:
     line = one_error_line(run_nestkit("validate", "recipes/no_such_recipe.yaml"))
     assert line == "error: recipes/no_such_recipe.yaml: no such recipe file"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from nestkit.contracts import encoder_depth
+from nestkit.devices import resolve_device
 from nestkit.errors import DataError, NestkitError
 from nestkit.pretrained import load_model
 from nestkit.recipe import Recipe
@@ -75,7 +76,7 @@ def run_probe(
     and DIR/probe.png when ``out`` is given."""
     items = read_items(manifest, label)
     items.check(folds)
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     model, recipe = load_model(checkpoint, dev)
     chosen = parse_layers(layers, encoder_depth(model, encoder_name=recipe.data["model"]["encoder"]["name"], needed_by="nestkit probe",
                                                   fix="it probes each block's output"))
